@@ -1,0 +1,168 @@
+"""The bus on Apache Kafka: idempotent producer with acks=all, manual commits."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+
+from kizuna import metrics
+from kizuna.bus.base import Bus, BusMessage, BusUnavailable, Consumer, OutgoingMessage, next_offsets
+
+log = structlog.get_logger(__name__)
+
+
+def _decode_headers(raw: Sequence[tuple[str, bytes]] | None) -> dict[str, str]:
+    return {name: value.decode() for name, value in raw or ()}
+
+
+class KafkaBus(Bus):
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic_prefix: str,
+        partitions: int,
+        *,
+        replication_factor: int = 1,
+        session_timeout_ms: int = 10_000,
+        publish_timeout_ms: int = 10_000,
+    ) -> None:
+        super().__init__(topic_prefix, partitions)
+        self.bootstrap_servers = bootstrap_servers
+        self.replication_factor = replication_factor
+        self.session_timeout_ms = session_timeout_ms
+        self.publish_timeout_ms = publish_timeout_ms
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap_servers,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=2,
+            request_timeout_ms=self.publish_timeout_ms,
+            max_batch_size=1_048_576,
+        )
+        try:
+            await producer.start()
+        except KafkaError as error:
+            await producer.stop()
+            raise BusUnavailable(f"cannot reach Kafka at {self.bootstrap_servers}") from error
+        self._producer = producer
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError("KafkaBus.start() was not called")
+        return self._producer
+
+    async def ensure_topics(self, topics: Iterable[str]) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            missing = [
+                NewTopic(self.full_name(t), self.partitions, self.replication_factor)
+                for t in topics
+                if self.full_name(t) not in existing
+            ]
+            if missing:
+                try:
+                    await admin.create_topics(missing)
+                except TopicAlreadyExistsError:
+                    pass
+        finally:
+            await admin.close()
+
+    async def publish_batch(self, topic: str, messages: Sequence[OutgoingMessage]) -> None:
+        name = self.full_name(topic)
+        try:
+            futures = [
+                await self.producer.send(
+                    name,
+                    message.value,
+                    key=message.key.encode(),
+                    headers=[(k, v.encode()) for k, v in message.headers.items()],
+                )
+                for message in messages
+            ]
+            await asyncio.gather(*futures)
+        except KafkaError as error:
+            raise BusUnavailable(f"Kafka did not take the messages: {error}") from error
+        metrics.MESSAGES_PUBLISHED.labels(topic).inc(len(messages))
+
+    def consumer(self, group: str, topics: Sequence[str]) -> Consumer:
+        return KafkaConsumer(self, group, topics)
+
+    async def ping(self) -> None:
+        try:
+            await self.producer.client.fetch_all_metadata()
+        except KafkaError as error:
+            raise BusUnavailable(str(error)) from error
+
+
+class KafkaConsumer(Consumer):
+    def __init__(self, bus: KafkaBus, group: str, topics: Sequence[str]) -> None:
+        self.bus = bus
+        self._consumer = AIOKafkaConsumer(
+            *[bus.full_name(t) for t in topics],
+            bootstrap_servers=bus.bootstrap_servers,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=bus.session_timeout_ms,
+            heartbeat_interval_ms=max(bus.session_timeout_ms // 3, 500),
+        )
+
+    async def start(self) -> None:
+        await self._consumer.start()
+
+    async def close(self) -> None:
+        await self._consumer.stop()
+
+    async def fetch(self, max_records: int, timeout: float) -> list[BusMessage]:
+        records = await self._consumer.getmany(
+            timeout_ms=int(timeout * 1000), max_records=max_records
+        )
+        return [
+            BusMessage(
+                topic=self.bus.logical_name(record.topic),
+                partition=record.partition,
+                offset=record.offset,
+                key=record.key.decode() if record.key is not None else "",
+                value=record.value if record.value is not None else b"",
+                headers=_decode_headers(record.headers),
+            )
+            for partition_records in records.values()
+            for record in partition_records
+        ]
+
+    async def commit(self, messages: Sequence[BusMessage]) -> None:
+        offsets = {
+            TopicPartition(self.bus.full_name(topic), partition): offset
+            for (topic, partition), offset in next_offsets(messages).items()
+        }
+        try:
+            await self._consumer.commit(offsets)
+        except CommitFailedError:
+            # The group rebalanced under us: the new owner will process these again.
+            log.warning("commit_failed_after_rebalance", partitions=len(offsets))
+
+    async def lag(self) -> int:
+        total = 0
+        for tp in self._consumer.assignment():
+            highwater = self._consumer.highwater(tp)
+            if highwater is None:
+                continue
+            committed = await self._consumer.committed(tp)
+            total += highwater - (committed or 0)
+        return total

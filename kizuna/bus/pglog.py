@@ -1,0 +1,313 @@
+"""The bus as a durable log in PostgreSQL, for the embedded default and small installs.
+
+Each topic has a fixed number of partitions. A publisher takes the partition's row lock to
+allocate offsets, so offsets commit in order. A consumer-group member holds a session advisory
+lock for each partition it owns (and one for its own liveness): when its connection dies,
+PostgreSQL releases them and the remaining members take the partitions over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+
+import asyncpg
+
+from kizuna import metrics
+from kizuna.bus.base import (
+    Bus,
+    BusMessage,
+    BusUnavailable,
+    Consumer,
+    OutgoingMessage,
+    next_offsets,
+    partition_for,
+)
+
+NOTIFY_CHANNEL = "kizuna_bus"
+_CONNECTION_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+
+
+class PostgresLogBus(Bus):
+    def __init__(
+        self,
+        dsn: str,
+        topic_prefix: str,
+        partitions: int,
+        *,
+        rebalance_interval: float = 0.5,
+    ) -> None:
+        super().__init__(topic_prefix, partitions)
+        self.dsn = dsn
+        self.rebalance_interval = rebalance_interval
+        self._pool: asyncpg.Pool | None = None
+
+    async def start(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=10)
+        except _CONNECTION_ERRORS as error:
+            raise BusUnavailable(f"cannot reach the PostgreSQL event log: {error}") from error
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("PostgresLogBus.start() was not called")
+        return self._pool
+
+    async def ensure_topics(self, topics: Iterable[str]) -> None:
+        names = [self.full_name(t) for t in topics]
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO bus_topics (topic, partitions) SELECT unnest($1::text[]), $2"
+                " ON CONFLICT (topic) DO NOTHING",
+                names,
+                self.partitions,
+            )
+            await conn.execute(
+                "INSERT INTO bus_partitions (topic, partition)"
+                " SELECT t.topic, p FROM bus_topics t, generate_series(0, t.partitions - 1) p"
+                " WHERE t.topic = ANY($1::text[]) ON CONFLICT DO NOTHING",
+                names,
+            )
+
+    async def topic_partitions(self, conn: asyncpg.Connection, topic: str) -> int:
+        count = await conn.fetchval(
+            "SELECT partitions FROM bus_topics WHERE topic = $1", self.full_name(topic)
+        )
+        if count is None:
+            raise LookupError(f"topic {topic!r} does not exist; run ensure_topics first")
+        return int(count)
+
+    async def publish_batch(self, topic: str, messages: Sequence[OutgoingMessage]) -> None:
+        if not messages:
+            return
+        name = self.full_name(topic)
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                partitions = await self.topic_partitions(conn, topic)
+                by_partition: dict[int, list[OutgoingMessage]] = defaultdict(list)
+                for message in messages:
+                    by_partition[partition_for(message.key, partitions)].append(message)
+                for partition in sorted(by_partition):
+                    await self._append(conn, name, partition, by_partition[partition])
+                await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, name)
+        except _CONNECTION_ERRORS as error:
+            raise BusUnavailable(f"the PostgreSQL event log did not take the messages: {error}") from error
+        metrics.MESSAGES_PUBLISHED.labels(topic).inc(len(messages))
+
+    @staticmethod
+    async def _append(
+        conn: asyncpg.Connection, topic: str, partition: int, messages: list[OutgoingMessage]
+    ) -> None:
+        first = await conn.fetchval(
+            "UPDATE bus_partitions SET next_offset = next_offset + $3"
+            " WHERE topic = $1 AND partition = $2 RETURNING next_offset - $3",
+            topic,
+            partition,
+            len(messages),
+        )
+        await conn.execute(
+            "INSERT INTO bus_messages (topic, partition, \"offset\", key, value, headers)"
+            " SELECT $1, $2, o, k, v, h::jsonb"
+            " FROM unnest($3::bigint[], $4::text[], $5::bytea[], $6::text[]) AS m(o, k, v, h)",
+            topic,
+            partition,
+            [first + i for i in range(len(messages))],
+            [m.key for m in messages],
+            [m.value for m in messages],
+            [json.dumps(dict(m.headers)) if m.headers else None for m in messages],
+        )
+
+    def consumer(self, group: str, topics: Sequence[str]) -> Consumer:
+        return PostgresLogConsumer(self, group, topics)
+
+    async def ping(self) -> None:
+        try:
+            await self.pool.fetchval("SELECT 1 FROM bus_topics LIMIT 1")
+        except _CONNECTION_ERRORS as error:
+            raise BusUnavailable(str(error)) from error
+
+
+class PostgresLogConsumer(Consumer):
+    def __init__(self, bus: PostgresLogBus, group: str, topics: Sequence[str]) -> None:
+        self.bus = bus
+        self.group = group
+        self.topics = [bus.full_name(t) for t in topics]
+        self.member_id = uuid.uuid4().hex
+        self._conn: asyncpg.Connection | None = None
+        self._wakeup = asyncio.Event()
+        self._owned: dict[tuple[str, int], int] = {}  # (topic, partition) -> next offset to read
+        self._last_rebalance = -math.inf
+
+    @property
+    def conn(self) -> asyncpg.Connection:
+        if self._conn is None:
+            raise RuntimeError("consumer not started")
+        return self._conn
+
+    async def start(self) -> None:
+        self._conn = await asyncpg.connect(self.bus.dsn)
+        await self.conn.execute(
+            "SELECT pg_advisory_lock(hashtext('kizuna-member'), hashtext($1))", self.member_id
+        )
+        await self.conn.execute(
+            "INSERT INTO bus_group_members (group_id, member_id) VALUES ($1, $2)",
+            self.group,
+            self.member_id,
+        )
+        await self.conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+
+    def _on_notify(self, *_: object) -> None:
+        self._wakeup.set()
+
+    async def close(self) -> None:
+        if self._conn is None:
+            return
+        with contextlib.suppress(*_CONNECTION_ERRORS):
+            await self._conn.execute(
+                "DELETE FROM bus_group_members WHERE group_id = $1 AND member_id = $2",
+                self.group,
+                self.member_id,
+            )
+        with contextlib.suppress(*_CONNECTION_ERRORS):
+            await self._conn.close(timeout=5)
+        self._conn = None
+        self._owned.clear()
+
+    async def fetch(self, max_records: int, timeout: float) -> list[BusMessage]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            if loop.time() - self._last_rebalance >= self.bus.rebalance_interval:
+                await self._rebalance()
+            self._wakeup.clear()
+            messages = await self._read(max_records)
+            remaining = deadline - loop.time()
+            if messages or remaining <= 0:
+                return messages
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._wakeup.wait(), min(remaining, self.bus.rebalance_interval)
+                )
+
+    async def _read(self, max_records: int) -> list[BusMessage]:
+        if not self._owned:
+            return []
+        slots = sorted(self._owned)
+        per_partition = max(1, max_records // len(slots))
+        rows = await self.conn.fetch(
+            "SELECT m.topic, m.partition, m.\"offset\", m.key, m.value, m.headers::text"
+            " FROM unnest($1::text[], $2::int[], $3::bigint[]) AS o(topic, partition, pos)"
+            " CROSS JOIN LATERAL (SELECT * FROM bus_messages b WHERE b.topic = o.topic"
+            "   AND b.partition = o.partition AND b.\"offset\" >= o.pos"
+            "   ORDER BY b.\"offset\" LIMIT $4) m"
+            " ORDER BY m.topic, m.partition, m.\"offset\"",
+            [t for t, _ in slots],
+            [p for _, p in slots],
+            [self._owned[s] for s in slots],
+            per_partition,
+        )
+        messages = [
+            BusMessage(
+                topic=self.bus.logical_name(row["topic"]),
+                partition=row["partition"],
+                offset=row["offset"],
+                key=row["key"],
+                value=bytes(row["value"]),
+                headers=json.loads(row["headers"]) if row["headers"] else {},
+            )
+            for row in rows
+        ]
+        for message in messages:
+            self._owned[(self.bus.full_name(message.topic), message.partition)] = (
+                message.offset + 1
+            )
+        return messages
+
+    async def commit(self, messages: Sequence[BusMessage]) -> None:
+        offsets = next_offsets(messages)
+        await self.conn.execute(
+            "INSERT INTO bus_group_offsets (group_id, topic, partition, committed)"
+            " SELECT $1, t, p, o FROM unnest($2::text[], $3::int[], $4::bigint[]) AS x(t, p, o)"
+            " ON CONFLICT (group_id, topic, partition)"
+            " DO UPDATE SET committed = GREATEST(bus_group_offsets.committed, EXCLUDED.committed)",
+            self.group,
+            [self.bus.full_name(t) for t, _ in offsets],
+            [p for _, p in offsets],
+            list(offsets.values()),
+        )
+
+    async def lag(self) -> int:
+        if not self._owned:
+            return 0
+        slots = sorted(self._owned)
+        value = await self.conn.fetchval(
+            "SELECT coalesce(sum(p.next_offset - coalesce(g.committed, 0)), 0)"
+            " FROM unnest($1::text[], $2::int[]) AS o(topic, partition)"
+            " JOIN bus_partitions p USING (topic, partition)"
+            " LEFT JOIN bus_group_offsets g ON g.group_id = $3"
+            "   AND g.topic = o.topic AND g.partition = o.partition",
+            [t for t, _ in slots],
+            [p for _, p in slots],
+            self.group,
+        )
+        return int(value)
+
+    async def _rebalance(self) -> None:
+        self._last_rebalance = asyncio.get_running_loop().time()
+        conn = self.conn
+        # A member whose liveness lock we can take has lost its connection: forget it.
+        await conn.execute(
+            "DELETE FROM bus_group_members WHERE group_id = $1 AND member_id <> $2"
+            " AND pg_try_advisory_xact_lock(hashtext('kizuna-member'), hashtext(member_id))",
+            self.group,
+            self.member_id,
+        )
+        members = [
+            r["member_id"]
+            for r in await conn.fetch(
+                "SELECT member_id FROM bus_group_members WHERE group_id = $1 ORDER BY member_id",
+                self.group,
+            )
+        ]
+        partitions = [
+            (r["topic"], r["partition"])
+            for r in await conn.fetch(
+                "SELECT topic, partition FROM bus_partitions WHERE topic = ANY($1::text[])"
+                " ORDER BY topic, partition",
+                self.topics,
+            )
+        ]
+        me = members.index(self.member_id) if self.member_id in members else 0
+        wanted = {slot for i, slot in enumerate(partitions) if i % max(len(members), 1) == me}
+        for slot in [s for s in self._owned if s not in wanted]:
+            await conn.execute(
+                "SELECT pg_advisory_unlock(hashtext($1), $2)", self._lock_name(slot[0]), slot[1]
+            )
+            del self._owned[slot]
+        for slot in sorted(wanted - self._owned.keys()):
+            got = await conn.fetchval(
+                "SELECT pg_try_advisory_lock(hashtext($1), $2)", self._lock_name(slot[0]), slot[1]
+            )
+            if got:
+                committed = await conn.fetchval(
+                    "SELECT committed FROM bus_group_offsets"
+                    " WHERE group_id = $1 AND topic = $2 AND partition = $3",
+                    self.group,
+                    slot[0],
+                    slot[1],
+                )
+                self._owned[slot] = committed or 0
+
+    def _lock_name(self, topic: str) -> str:
+        return f"kizuna-partition:{self.group}:{topic}"

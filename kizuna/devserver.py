@@ -1,0 +1,121 @@
+"""`kizuna dev`: the whole platform on the embedded default, in one terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from kizuna import bootstrap
+from kizuna.embedded_pg import EmbeddedPostgres, ensure_database
+from kizuna.services import SERVICES
+from kizuna.settings import EMBEDDED_DATABASE_PORT, KizunaSettings
+
+READY_TIMEOUT = 30.0
+
+
+def _database(settings: KizunaSettings, data_dir: Path) -> tuple[str, EmbeddedPostgres | None]:
+    if "KIZUNA_DATABASE_URL" in os.environ:
+        return settings.database_dsn(), None
+    port = int(os.environ.get("KIZUNA_EMBEDDED_PG_PORT", EMBEDDED_DATABASE_PORT))
+    server = EmbeddedPostgres(data_dir / "postgres", port).start()
+    asyncio.run(ensure_database(server.url, "kizuna"))
+    return server.database_url("kizuna"), server
+
+
+def _wait_ready(ports: dict[str, int], deadline: float, children: list[subprocess.Popen[bytes]]) -> None:
+    pending = dict(ports)
+    with httpx.Client(timeout=1.0) as client:
+        while pending:
+            if any(child.poll() is not None for child in children):
+                raise RuntimeError("a service exited during start-up; see its log above")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not ready after {READY_TIMEOUT:.0f}s: {', '.join(pending)}")
+            for name, port in list(pending.items()):
+                try:
+                    if client.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                        del pending[name]
+                except httpx.TransportError:
+                    pass
+            time.sleep(0.2)
+
+
+def run(port_base: int | None = None) -> int:
+    started = time.monotonic()
+    settings = KizunaSettings()
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    database_url, server = _database(settings, data_dir)
+    children: list[subprocess.Popen[bytes]] = []
+    stopping = False
+
+    def request_stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        env = {**os.environ, "KIZUNA_DATABASE_URL": database_url}
+        settings = KizunaSettings(database_url=database_url)  # type: ignore[arg-type]
+        asyncio.run(bootstrap.prepare(settings))
+        keys = asyncio.run(
+            bootstrap.default_workspace(settings, data_dir / "credentials.json")
+        )
+        ports = {
+            name: (port_base + index + 1 if port_base else spec.port)
+            for index, (name, spec) in enumerate(SERVICES.items())
+        }
+        for name, port in ports.items():
+            children.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "kizuna.cli", "serve", name, "--port", str(port)],
+                    env=env,
+                    start_new_session=True,
+                )
+            )
+        _wait_ready(ports, started + READY_TIMEOUT, children)
+        print(_banner(ports, keys, settings, time.monotonic() - started), flush=True)
+        while not stopping and all(child.poll() is None for child in children):
+            time.sleep(0.2)
+        return 0 if stopping else 1
+    finally:
+        _stop(children)
+        if server is not None and server.started_here:
+            server.stop()
+        print("Kizuna stopped.", flush=True)
+
+
+def _stop(children: list[subprocess.Popen[bytes]]) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    for child in children:
+        try:
+            child.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def _banner(
+    ports: dict[str, int], keys: bootstrap.DefaultKeys, settings: KizunaSettings, took: float
+) -> str:
+    lines = [
+        "",
+        f"Kizuna is ready ({took:.1f}s). Bus: {settings.bus_url}. Data: {settings.data_dir}/",
+        *(f"  {name:<10} http://127.0.0.1:{port}   (docs: /docs)" for name, port in ports.items()),
+        f"  workspace  {keys.workspace_id}",
+        f"  write key  {keys.write_key}",
+        f"  admin key  {keys.admin_key}",
+        "Press Ctrl-C to stop.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,133 @@
+"""Builds a service's FastAPI app: lifespan (database, bus, consumers), health, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from kizuna import auth, topics
+from kizuna.bus import Bus, ConsumerRunner
+from kizuna.bus.factory import bus_from_settings
+from kizuna.db import create_engine
+from kizuna.http import MetricsMiddleware, bearer_token, install_error_handlers
+from kizuna.logs import configure_logging
+from kizuna.settings import KizunaSettings
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class ServiceContext:
+    name: str
+    settings: KizunaSettings
+    engine: AsyncEngine
+    bus: Bus
+    runners: list[ConsumerRunner[Any]] = field(default_factory=list)
+
+
+ConsumerFactory = Callable[[ServiceContext], ConsumerRunner[Any]]
+
+
+def get_context(request: Request) -> ServiceContext:
+    context: ServiceContext = request.app.state.context
+    return context
+
+
+async def require_admin(
+    request: Request, context: ServiceContext = Depends(get_context)
+) -> auth.Principal:
+    token = bearer_token(request)
+    async with context.engine.connect() as conn:
+        principal = await auth.authenticate(conn, token, "admin")
+    if principal is None:
+        raise HTTPException(401, "unknown or revoked admin key")
+    structlog.contextvars.bind_contextvars(workspace_id=principal.workspace_id)
+    return principal
+
+
+def health_router() -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @router.get("/readyz")
+    async def readyz(context: ServiceContext = Depends(get_context)) -> JSONResponse:
+        checks: dict[str, str] = {}
+        try:
+            async with context.engine.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as error:
+            checks["database"] = f"failed: {type(error).__name__}"
+        try:
+            await asyncio.wait_for(context.bus.ping(), 5)
+            checks["bus"] = "ok"
+        except Exception as error:
+            checks["bus"] = f"failed: {type(error).__name__}"
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    @router.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def create_service_app(
+    name: str,
+    settings: KizunaSettings,
+    *,
+    routers: Sequence[APIRouter] = (),
+    consumers: Sequence[ConsumerFactory] = (),
+    description: str = "",
+) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(name, settings.log_level, settings.log_format)
+        engine = create_engine(settings.database_dsn())
+        bus = bus_from_settings(settings)
+        await bus.start()
+        await bus.ensure_topics(topics.ALL_TOPICS)
+        context = ServiceContext(name, settings, engine, bus)
+        app.state.context = context
+        for make_runner in consumers:
+            runner = make_runner(context)
+            runner.start()
+            context.runners.append(runner)
+        log.info("service_started", consumers=len(context.runners))
+        try:
+            yield
+        finally:
+            log.info("service_stopping")
+            await asyncio.gather(*(runner.stop() for runner in context.runners))
+            await bus.close()
+            await engine.dispose()
+
+    app = FastAPI(
+        title=f"Kizuna {name}",
+        description=description,
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.add_middleware(MetricsMiddleware, service=name)
+    install_error_handlers(app)
+    app.include_router(health_router())
+    for router in routers:
+        app.include_router(router)
+    return app

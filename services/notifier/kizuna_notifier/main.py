@@ -1,0 +1,8 @@
+from fastapi import FastAPI
+
+from kizuna.service import create_service_app
+from kizuna_notifier.settings import NotifierSettings, get_settings
+
+
+def create_app(settings: NotifierSettings | None = None) -> FastAPI:
+    return create_service_app("notifier", settings or get_settings())

@@ -1,0 +1,12 @@
+from functools import lru_cache
+
+from kizuna.settings import KizunaSettings
+
+
+class NotifierSettings(KizunaSettings):
+    """Settings of the notifier service (every KIZUNA_* variable; service-specific ones added here)."""
+
+
+@lru_cache
+def get_settings() -> NotifierSettings:
+    return NotifierSettings()

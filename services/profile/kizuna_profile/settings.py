@@ -1,0 +1,12 @@
+from functools import lru_cache
+
+from kizuna.settings import KizunaSettings
+
+
+class ProfileSettings(KizunaSettings):
+    """Settings of the profile service (every KIZUNA_* variable; service-specific ones added here)."""
+
+
+@lru_cache
+def get_settings() -> ProfileSettings:
+    return ProfileSettings()
