@@ -68,7 +68,9 @@ def _hint(raw: str) -> str:
     return f"{raw[:8]}…{raw[-4:]}" if len(raw) > 16 else "…"
 
 
-async def create_workspace(conn: AsyncConnection, name: str, workspace_id: str | None = None) -> str:
+async def create_workspace(
+    conn: AsyncConnection, name: str, workspace_id: str | None = None
+) -> str:
     workspace_id = workspace_id or new_id("ws")
     await conn.execute(
         sa.insert(workspaces).values(id=workspace_id, name=name, created_at=datetime.now(UTC))

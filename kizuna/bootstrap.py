@@ -51,8 +51,12 @@ async def default_workspace(settings: KizunaSettings, credentials_file: Path) ->
             )
             if exists is None:
                 await auth.create_workspace(conn, "Default workspace", DEFAULT_WORKSPACE_ID)
-            await auth.ensure_key(conn, DEFAULT_WORKSPACE_ID, "write", "default write key", write_key)
-            await auth.ensure_key(conn, DEFAULT_WORKSPACE_ID, "admin", "default admin key", admin_key)
+            await auth.ensure_key(
+                conn, DEFAULT_WORKSPACE_ID, "write", "default write key", write_key
+            )
+            await auth.ensure_key(
+                conn, DEFAULT_WORKSPACE_ID, "admin", "default admin key", admin_key
+            )
     finally:
         await engine.dispose()
     credentials_file.parent.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,9 @@ def dev(
 @app.command()
 def serve(
     service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}")],
-    port: Annotated[int | None, typer.Option(help="Defaults to KIZUNA_PORT or the service's port.")] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Defaults to KIZUNA_PORT or the service's port.")
+    ] = None,
     host: Annotated[str | None, typer.Option(help="Defaults to KIZUNA_HOST.")] = None,
 ) -> None:
     """Run one service (for deployment: one process or container per service)."""

@@ -15,7 +15,7 @@ import httpx
 from kizuna import bootstrap
 from kizuna.embedded_pg import EmbeddedPostgres, ensure_database
 from kizuna.services import SERVICES
-from kizuna.settings import EMBEDDED_DATABASE_PORT, KizunaSettings
+from kizuna.settings import KizunaSettings
 
 READY_TIMEOUT = 30.0
 
@@ -23,13 +23,14 @@ READY_TIMEOUT = 30.0
 def _database(settings: KizunaSettings, data_dir: Path) -> tuple[str, EmbeddedPostgres | None]:
     if "KIZUNA_DATABASE_URL" in os.environ:
         return settings.database_dsn(), None
-    port = int(os.environ.get("KIZUNA_EMBEDDED_PG_PORT", EMBEDDED_DATABASE_PORT))
-    server = EmbeddedPostgres(data_dir / "postgres", port).start()
+    server = EmbeddedPostgres(data_dir / "postgres", settings.embedded_pg_port).start()
     asyncio.run(ensure_database(server.url, "kizuna"))
     return server.database_url("kizuna"), server
 
 
-def _wait_ready(ports: dict[str, int], deadline: float, children: list[subprocess.Popen[bytes]]) -> None:
+def _wait_ready(
+    ports: dict[str, int], deadline: float, children: list[subprocess.Popen[bytes]]
+) -> None:
     pending = dict(ports)
     with httpx.Client(timeout=1.0) as client:
         while pending:
@@ -63,11 +64,9 @@ def run(port_base: int | None = None) -> int:
     signal.signal(signal.SIGINT, request_stop)
     try:
         env = {**os.environ, "KIZUNA_DATABASE_URL": database_url}
-        settings = KizunaSettings(database_url=database_url)  # type: ignore[arg-type]
+        settings = KizunaSettings(database_url=database_url)
         asyncio.run(bootstrap.prepare(settings))
-        keys = asyncio.run(
-            bootstrap.default_workspace(settings, data_dir / "credentials.json")
-        )
+        keys = asyncio.run(bootstrap.default_workspace(settings, data_dir / "credentials.json"))
         ports = {
             name: (port_base + index + 1 if port_base else spec.port)
             for index, (name, spec) in enumerate(SERVICES.items())

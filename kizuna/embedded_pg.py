@@ -91,16 +91,33 @@ class EmbeddedPostgres:
         as_user = self._run_as()
         if not (self.data_dir / "PG_VERSION").exists():
             self._pg(
-                "initdb", "-D", str(self.data_dir), "--auth=trust", "-U", "postgres",
-                "--encoding=UTF8", "--locale=C", **as_user,
+                "initdb",
+                "-D",
+                str(self.data_dir),
+                "--auth=trust",
+                "-U",
+                "postgres",
+                "--encoding=UTF8",
+                "--locale=C",
+                **as_user,
             )
         if _port_open(self.port) and (self.data_dir / "postmaster.pid").exists():
             return self  # already running from an earlier process
         options = [f"-h 127.0.0.1 -p {self.port} -k {self.data_dir}"]
         options += [f"-c {name}={value}" for name, value in self.settings.items()]
         self._pg(
-            "pg_ctl", "-D", str(self.data_dir), "-l", str(self.data_dir / "server.log"),
-            "-o", " ".join(options), "-w", "-t", str(int(timeout)), "start", **as_user,
+            "pg_ctl",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.data_dir / "server.log"),
+            "-o",
+            " ".join(options),
+            "-w",
+            "-t",
+            str(int(timeout)),
+            "start",
+            **as_user,
         )
         self.started_here = True
         deadline = time.monotonic() + timeout
@@ -113,8 +130,7 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         if (self.data_dir / "postmaster.pid").exists():
             subprocess.run(
-                [str(_bin_dir() / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w",
-                 "stop"],
+                [str(_bin_dir() / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"],
                 check=False,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

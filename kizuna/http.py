@@ -14,7 +14,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from kizuna import metrics
 
 
-def error_body(status: int, message: str, fields: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def error_body(
+    status: int, message: str, fields: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     error: dict[str, Any] = {"status": status, "message": message}
     if fields:
         error["fields"] = fields

@@ -47,8 +47,16 @@ def ensure_jars() -> Path:
         shutil.rmtree(libs)
     libs.mkdir(parents=True)
     subprocess.run(
-        ["mvn", "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
-         f"-DoutputDirectory={libs}", "-DincludeScope=runtime"],
+        [
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(pom),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={libs}",
+            "-DincludeScope=runtime",
+        ],
         check=True,
     )
     stamp.write_text(pom.read_text())
@@ -121,9 +129,15 @@ def _write_config(data_dir: Path, port: int, controller_port: int) -> Path:
 
 def _java_command(libs: Path, *args: str) -> list[str]:
     return [
-        _java(), "-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+        _java(),
+        "-Xms256m",
+        "-Xmx512m",
+        "-XX:+UseG1GC",
+        "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile={KAFKA_DEPLOY / 'log4j2.properties'}",
-        "-cp", f"{libs}/*", *args,
+        "-cp",
+        f"{libs}/*",
+        *args,
     ]
 
 
@@ -138,8 +152,15 @@ def start(
     config = _write_config(data_dir, port, _free_port())
     if not (data_dir / "logs" / "meta.properties").exists():
         subprocess.run(
-            _java_command(libs, "kafka.tools.StorageTool", "format", "-t",
-                          uuid.uuid4().hex[:22], "-c", str(config)),
+            _java_command(
+                libs,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                uuid.uuid4().hex[:22],
+                "-c",
+                str(config),
+            ),
             check=True,
             stdout=subprocess.DEVNULL,
         )
@@ -171,7 +192,9 @@ def main() -> None:
     args = parser.parse_args()
     broker = start(args.data_dir.resolve(), args.port)
     print(f"Kafka is up at {broker.bootstrap}", flush=True)
-    print(f"Run the platform on it:  KIZUNA_BUS_URL=kafka://{broker.bootstrap} make dev", flush=True)
+    print(
+        f"Run the platform on it:  KIZUNA_BUS_URL=kafka://{broker.bootstrap} make dev", flush=True
+    )
     try:
         broker.process.wait()
     except KeyboardInterrupt:

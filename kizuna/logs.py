@@ -29,11 +29,12 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> N
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared, processors=[
+            foreign_pre_chain=shared,
+            processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
                 renderer,
-            ]
+            ],
         )
     )
     root = logging.getLogger()

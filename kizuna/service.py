@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
 import sqlalchemy as sa
 import structlog
@@ -18,12 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from kizuna import auth, topics
 from kizuna.bus import Bus, ConsumerRunner
 from kizuna.bus.factory import bus_from_settings
+from kizuna.bus.runner import Decoder, Handler
 from kizuna.db import create_engine
 from kizuna.http import MetricsMiddleware, bearer_token, install_error_handlers
 from kizuna.logs import configure_logging
 from kizuna.settings import KizunaSettings
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -38,13 +40,31 @@ class ServiceContext:
 ConsumerFactory = Callable[[ServiceContext], ConsumerRunner[Any]]
 
 
+def consumer_runner(
+    context: ServiceContext,
+    group: str,
+    topic_names: Sequence[str],
+    decode: Decoder[T],
+    handle: Handler[T],
+) -> ConsumerRunner[T]:
+    """A runner for one of the service's consumer groups, configured from its settings."""
+    return ConsumerRunner(
+        context.bus,
+        group,
+        topic_names,
+        decode,
+        handle,
+        batch_size=context.settings.consumer_batch_size,
+    )
+
+
 def get_context(request: Request) -> ServiceContext:
     context: ServiceContext = request.app.state.context
     return context
 
 
 async def require_admin(
-    request: Request, context: ServiceContext = Depends(get_context)
+    request: Request, context: Annotated[ServiceContext, Depends(get_context)]
 ) -> auth.Principal:
     token = bearer_token(request)
     async with context.engine.connect() as conn:
@@ -63,7 +83,7 @@ def health_router() -> APIRouter:
         return {"status": "alive"}
 
     @router.get("/readyz")
-    async def readyz(context: ServiceContext = Depends(get_context)) -> JSONResponse:
+    async def readyz(context: Annotated[ServiceContext, Depends(get_context)]) -> JSONResponse:
         checks: dict[str, str] = {}
         try:
             async with context.engine.connect() as conn:

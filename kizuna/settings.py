@@ -31,6 +31,9 @@ class KizunaSettings(BaseSettings):
     consumer_session_timeout_ms: int = Field(default=10_000, ge=1_000)
     consumer_batch_size: int = Field(default=500, ge=1)
     data_dir: Path = Field(default=Path(".kizuna"), description="Where `kizuna dev` keeps data.")
+    embedded_pg_port: int = Field(
+        default=EMBEDDED_DATABASE_PORT, description="Port of the embedded PostgreSQL (dev)."
+    )
     host: str = Field(default="127.0.0.1")
     port: int | None = Field(default=None, description="HTTP port; each service has a default.")
     log_level: str = Field(default="INFO")

@@ -59,6 +59,10 @@ class Consumer(abc.ABC):
         """Mark these messages (and all before them in their partitions) as processed."""
 
     @abc.abstractmethod
+    def assignment(self) -> set[tuple[str, int]]:
+        """The (topic, partition) pairs this member owns right now."""
+
+    @abc.abstractmethod
     async def lag(self) -> int:
         """Messages in the assigned partitions not yet committed."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable, Sequence
 
 import structlog
@@ -76,10 +77,8 @@ class KafkaBus(Bus):
                 if self.full_name(t) not in existing
             ]
             if missing:
-                try:
+                with contextlib.suppress(TopicAlreadyExistsError):
                     await admin.create_topics(missing)
-                except TopicAlreadyExistsError:
-                    pass
         finally:
             await admin.close()
 
@@ -156,6 +155,11 @@ class KafkaConsumer(Consumer):
         except CommitFailedError:
             # The group rebalanced under us: the new owner will process these again.
             log.warning("commit_failed_after_rebalance", partitions=len(offsets))
+
+    def assignment(self) -> set[tuple[str, int]]:
+        return {
+            (self.bus.logical_name(tp.topic), tp.partition) for tp in self._consumer.assignment()
+        }
 
     async def lag(self) -> int:
         total = 0

@@ -30,6 +30,7 @@ from kizuna.bus.base import (
 )
 
 NOTIFY_CHANNEL = "kizuna_bus"
+Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 _CONNECTION_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 
 
@@ -80,7 +81,7 @@ class PostgresLogBus(Bus):
                 names,
             )
 
-    async def topic_partitions(self, conn: asyncpg.Connection, topic: str) -> int:
+    async def topic_partitions(self, conn: Connection, topic: str) -> int:
         count = await conn.fetchval(
             "SELECT partitions FROM bus_topics WHERE topic = $1", self.full_name(topic)
         )
@@ -102,12 +103,14 @@ class PostgresLogBus(Bus):
                     await self._append(conn, name, partition, by_partition[partition])
                 await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, name)
         except _CONNECTION_ERRORS as error:
-            raise BusUnavailable(f"the PostgreSQL event log did not take the messages: {error}") from error
+            raise BusUnavailable(
+                f"the PostgreSQL event log did not take the messages: {error}"
+            ) from error
         metrics.MESSAGES_PUBLISHED.labels(topic).inc(len(messages))
 
     @staticmethod
     async def _append(
-        conn: asyncpg.Connection, topic: str, partition: int, messages: list[OutgoingMessage]
+        conn: Connection, topic: str, partition: int, messages: list[OutgoingMessage]
     ) -> None:
         first = await conn.fetchval(
             "UPDATE bus_partitions SET next_offset = next_offset + $3"
@@ -117,7 +120,7 @@ class PostgresLogBus(Bus):
             len(messages),
         )
         await conn.execute(
-            "INSERT INTO bus_messages (topic, partition, \"offset\", key, value, headers)"
+            'INSERT INTO bus_messages (topic, partition, "offset", key, value, headers)'
             " SELECT $1, $2, o, k, v, h::jsonb"
             " FROM unnest($3::bigint[], $4::text[], $5::bytea[], $6::text[]) AS m(o, k, v, h)",
             topic,
@@ -206,12 +209,12 @@ class PostgresLogConsumer(Consumer):
         slots = sorted(self._owned)
         per_partition = max(1, max_records // len(slots))
         rows = await self.conn.fetch(
-            "SELECT m.topic, m.partition, m.\"offset\", m.key, m.value, m.headers::text"
+            'SELECT m.topic, m.partition, m."offset", m.key, m.value, m.headers::text'
             " FROM unnest($1::text[], $2::int[], $3::bigint[]) AS o(topic, partition, pos)"
             " CROSS JOIN LATERAL (SELECT * FROM bus_messages b WHERE b.topic = o.topic"
-            "   AND b.partition = o.partition AND b.\"offset\" >= o.pos"
-            "   ORDER BY b.\"offset\" LIMIT $4) m"
-            " ORDER BY m.topic, m.partition, m.\"offset\"",
+            '   AND b.partition = o.partition AND b."offset" >= o.pos'
+            '   ORDER BY b."offset" LIMIT $4) m'
+            ' ORDER BY m.topic, m.partition, m."offset"',
             [t for t, _ in slots],
             [p for _, p in slots],
             [self._owned[s] for s in slots],
@@ -229,9 +232,7 @@ class PostgresLogConsumer(Consumer):
             for row in rows
         ]
         for message in messages:
-            self._owned[(self.bus.full_name(message.topic), message.partition)] = (
-                message.offset + 1
-            )
+            self._owned[(self.bus.full_name(message.topic), message.partition)] = message.offset + 1
         return messages
 
     async def commit(self, messages: Sequence[BusMessage]) -> None:
@@ -246,6 +247,9 @@ class PostgresLogConsumer(Consumer):
             [p for _, p in offsets],
             list(offsets.values()),
         )
+
+    def assignment(self) -> set[tuple[str, int]]:
+        return {(self.bus.logical_name(topic), partition) for topic, partition in self._owned}
 
     async def lag(self) -> int:
         if not self._owned:

@@ -4,7 +4,7 @@ from kizuna.settings import KizunaSettings
 
 
 class IngestSettings(KizunaSettings):
-    """Settings of the ingest service (every KIZUNA_* variable; service-specific ones added here)."""
+    """Settings of the ingest service: every KIZUNA_* variable, plus its own."""
 
 
 @lru_cache

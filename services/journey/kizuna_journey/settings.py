@@ -4,7 +4,7 @@ from kizuna.settings import KizunaSettings
 
 
 class JourneySettings(KizunaSettings):
-    """Settings of the journey service (every KIZUNA_* variable; service-specific ones added here)."""
+    """Settings of the journey service: every KIZUNA_* variable, plus its own."""
 
 
 @lru_cache

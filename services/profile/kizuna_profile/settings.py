@@ -4,7 +4,7 @@ from kizuna.settings import KizunaSettings
 
 
 class ProfileSettings(KizunaSettings):
-    """Settings of the profile service (every KIZUNA_* variable; service-specific ones added here)."""
+    """Settings of the profile service: every KIZUNA_* variable, plus its own."""
 
 
 @lru_cache

@@ -4,7 +4,7 @@ from kizuna.settings import KizunaSettings
 
 
 class SegmenterSettings(KizunaSettings):
-    """Settings of the segmenter service (every KIZUNA_* variable; service-specific ones added here)."""
+    """Settings of the segmenter service: every KIZUNA_* variable, plus its own."""
 
 
 @lru_cache

@@ -1,0 +1,248 @@
+"""The bus contract, run against real Kafka and against the PostgreSQL event log."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from kizuna import topics
+from kizuna.bus import Bus, BusMessage, ConsumerRunner, Decoded, OutgoingMessage
+from kizuna.bus.base import Consumer
+from kizuna.envelope import Envelope
+from tests.integration.bus.conftest import PARTITIONS, TOPIC, BusTarget
+
+OpenBus = Callable[[], Bus]
+
+
+async def started(open_bus: OpenBus) -> Bus:
+    bus = open_bus()
+    await bus.start()
+    await bus.ensure_topics([TOPIC, topics.DEAD_LETTER])
+    return bus
+
+
+def numbered(count: int, keys: int, start: int = 0) -> list[OutgoingMessage]:
+    return [
+        OutgoingMessage(f"key-{i % keys}", f"{i}".encode()) for i in range(start, start + count)
+    ]
+
+
+async def drain(
+    consumer: Consumer, want: int, timeout: float = 30.0, commit: bool = True
+) -> list[BusMessage]:
+    seen: list[BusMessage] = []
+
+    async def loop() -> None:
+        while len(seen) < want:
+            batch = await consumer.fetch(100, 0.5)
+            seen.extend(batch)
+            if batch and commit:
+                await consumer.commit(batch)
+
+    await asyncio.wait_for(loop(), timeout)
+    return seen
+
+
+def values(messages: Sequence[BusMessage]) -> list[int]:
+    return [int(m.value) for m in messages]
+
+
+async def test_per_key_order_is_kept(open_bus: OpenBus) -> None:
+    bus = await started(open_bus)
+    for start in range(0, 600, 100):
+        await bus.publish_batch(TOPIC, numbered(100, keys=12, start=start))
+    consumer = bus.consumer("order", [TOPIC])
+    await consumer.start()
+    try:
+        seen = await drain(consumer, 600)
+    finally:
+        await consumer.close()
+
+    by_key: dict[str, list[int]] = defaultdict(list)
+    for message in seen:
+        by_key[message.key].append(int(message.value))
+    assert len(by_key) == 12
+    for key, sequence in by_key.items():
+        expected = [i for i in range(600) if f"key-{i % 12}" == key]
+        assert sequence == expected, key
+    assert len({m.partition for m in seen}) > 1
+
+
+async def test_uncommitted_messages_are_redelivered_after_consumer_is_killed(
+    open_bus: OpenBus, target: BusTarget
+) -> None:
+    bus = await started(open_bus)
+    await bus.publish_batch(TOPIC, numbered(40, keys=8))
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("consumer_proc.py")),
+            target.bus_url,
+            target.database_url,
+            target.topic_prefix,
+            "killed",
+            TOPIC,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        first_line = await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), 60)
+        assert first_line.startswith("seen ")
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+
+    consumer = bus.consumer("killed", [TOPIC])
+    await consumer.start()
+    try:
+        seen = await drain(consumer, 40, timeout=60)
+    finally:
+        await consumer.close()
+    assert sorted(values(seen)) == list(range(40))
+    killed_partition, killed_offset = (int(x) for x in first_line.split()[1:])
+    assert any(m.partition == killed_partition and m.offset == killed_offset for m in seen), (
+        "the message the killed consumer was processing must come again"
+    )
+
+
+async def test_nothing_is_lost_across_restarts_of_producer_and_consumer(open_bus: OpenBus) -> None:
+    first_producer = await started(open_bus)
+    await first_producer.publish_batch(TOPIC, numbered(50, keys=5))
+    await first_producer.close()
+
+    consumer_bus = await started(open_bus)
+    consumer = consumer_bus.consumer("restart", [TOPIC])
+    await consumer.start()
+    first = await drain(consumer, 50)
+    await consumer.close()
+
+    second_producer = await started(open_bus)
+    await second_producer.publish_batch(TOPIC, numbered(50, keys=5, start=50))
+    await second_producer.close()
+
+    consumer = consumer_bus.consumer("restart", [TOPIC])
+    await consumer.start()
+    try:
+        second = await drain(consumer, 50)
+        assert await consumer.fetch(100, 1.0) == []
+    finally:
+        await consumer.close()
+
+    assert sorted(values(first)) == list(range(50))
+    assert sorted(values(second)) == list(range(50, 100))
+
+
+async def test_two_consumers_of_one_group_share_the_work(open_bus: OpenBus) -> None:
+    bus = await started(open_bus)
+    first, second = bus.consumer("shared", [TOPIC]), bus.consumer("shared", [TOPIC])
+    await first.start()
+    await second.start()
+    seen: dict[str, list[BusMessage]] = {"first": [], "second": []}
+    stop = asyncio.Event()
+
+    async def run(name: str, consumer: Consumer) -> None:
+        while not stop.is_set():
+            batch = await consumer.fetch(50, 0.2)
+            seen[name].extend(batch)
+            if batch:
+                await consumer.commit(batch)
+
+    tasks = [asyncio.create_task(run("first", first)), asyncio.create_task(run("second", second))]
+    try:
+        async with asyncio.timeout(60):
+            while not (
+                first.assignment()
+                and second.assignment()
+                and len(first.assignment() | second.assignment()) == PARTITIONS
+                and not first.assignment() & second.assignment()
+            ):
+                await asyncio.sleep(0.1)
+        await bus.publish_batch(TOPIC, numbered(400, keys=40))
+        async with asyncio.timeout(60):
+            while len(seen["first"]) + len(seen["second"]) < 400:
+                await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        await first.close()
+        await second.close()
+
+    all_values = values(seen["first"]) + values(seen["second"])
+    assert sorted(all_values) == list(range(400)), "each message processed by exactly one"
+    assert seen["first"]
+    assert seen["second"]
+    assert not {m.partition for m in seen["first"]} & {m.partition for m in seen["second"]}
+
+
+async def test_poison_message_goes_to_dead_letter_and_consumer_goes_on(open_bus: OpenBus) -> None:
+    bus = await started(open_bus)
+    good = [Envelope.new("track", "ws_1", f"user-{i}", {"n": i}) for i in range(3)]
+    await bus.publish_batch(TOPIC, [OutgoingMessage(good[0].bus_key, good[0].to_bytes())])
+    await bus.publish_batch(TOPIC, [OutgoingMessage(good[0].bus_key, b"{not json")])
+    await bus.publish_batch(TOPIC, [OutgoingMessage(e.bus_key, e.to_bytes()) for e in good[1:]])
+    handled: list[Envelope] = []
+
+    async def handle(batch: Sequence[Decoded[Envelope]]) -> None:
+        handled.extend(item.value for item in batch)
+
+    runner = ConsumerRunner(
+        bus, "poison", [TOPIC], lambda m: Envelope.from_bytes(m.value), handle, poll_timeout=0.2
+    )
+    runner.start()
+    try:
+        async with asyncio.timeout(60):
+            while len(handled) < 3:
+                await asyncio.sleep(0.05)
+    finally:
+        await runner.stop()
+    assert sorted(e.id for e in handled) == sorted(e.id for e in good)
+
+    dead = bus.consumer("dlq-reader", [topics.DEAD_LETTER])
+    await dead.start()
+    try:
+        [letter] = await drain(dead, 1)
+    finally:
+        await dead.close()
+    assert letter.value == b"{not json"
+    assert letter.headers["dlq.group"] == "poison"
+    assert letter.headers["dlq.topic"] == TOPIC
+    assert letter.headers["dlq.reason"].startswith("decode:")
+
+
+async def test_handler_failure_is_retried_and_committed_once(open_bus: OpenBus) -> None:
+    bus = await started(open_bus)
+    await bus.publish_batch(TOPIC, numbered(20, keys=4))
+    calls: Counter[int] = Counter()
+    failed_once = False
+
+    async def handle(batch: Sequence[Decoded[int]]) -> None:
+        nonlocal failed_once
+        for item in batch:
+            calls[item.value] += 1
+        if not failed_once:
+            failed_once = True
+            raise ConnectionError("database briefly away")
+
+    runner = ConsumerRunner(bus, "retry", [TOPIC], lambda m: int(m.value), handle, poll_timeout=0.2)
+    runner.start()
+    try:
+        async with asyncio.timeout(60):
+            while len(calls) < 20:
+                await asyncio.sleep(0.05)
+    finally:
+        await runner.stop()
+
+    consumer = bus.consumer("retry", [TOPIC])
+    await consumer.start()
+    try:
+        assert await consumer.fetch(100, 1.5) == [], "everything handled was committed"
+    finally:
+        await consumer.close()
+    assert set(calls) == set(range(20))

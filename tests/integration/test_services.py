@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+from kizuna.services import SERVICES
+from kizuna.settings import KizunaSettings
+from tests.integration.apps import running
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+async def test_every_service_answers_health_ready_metrics_and_docs(
+    service: str, settings: KizunaSettings
+) -> None:
+    module, _, factory = SERVICES[service].app_factory.partition(":")
+    app = getattr(importlib.import_module(module), factory)(settings)
+    async with running(app) as client:
+        assert (await client.get("/healthz")).json() == {"status": "alive"}
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["checks"] == {"database": "ok", "bus": "ok"}
+        metrics = (await client.get("/metrics")).text
+        assert (
+            f'kizuna_http_requests_total{{method="GET",route="/readyz",service="{service}"'
+            in metrics
+        )
+        assert (await client.get("/openapi.json")).json()["info"]["title"] == f"Kizuna {service}"
+
+
+async def test_readyz_reports_a_bus_that_is_down(settings: KizunaSettings) -> None:
+    from kizuna_ingest.main import create_app
+
+    app = create_app(settings)  # type: ignore[arg-type]
+    async with running(app) as client:
+        await app.state.context.bus.close()
+        await app.state.context.bus.start()
+        assert (await client.get("/readyz")).status_code == 200
+        await app.state.context.bus.close()
+        response = await client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["bus"].startswith("failed")

@@ -1,0 +1,37 @@
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import ValidationError
+
+from kizuna.envelope import SCHEMA_VERSION, Envelope
+
+
+def test_round_trips_through_bytes() -> None:
+    envelope = Envelope.new("track", "ws_1", "user-1", {"event": "Order Completed"})
+    assert Envelope.from_bytes(envelope.to_bytes()) == envelope
+    assert envelope.schema_version == SCHEMA_VERSION
+
+
+def test_bus_key_groups_one_customer_of_one_workspace() -> None:
+    a = Envelope.new("page", "ws_1", "anon-9", {})
+    b = Envelope.new("track", "ws_1", "anon-9", {})
+    c = Envelope.new("track", "ws_2", "anon-9", {})
+    assert a.bus_key == b.bus_key != c.bus_key
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("workspace_id", ""), ("occurred_at", "2026-01-01T00:00:00"), ("unexpected", 1)],
+)
+def test_rejects_invalid_envelopes(field: str, value: object) -> None:
+    data = Envelope.new("track", "ws_1", "u", {}).model_dump(mode="json")
+    data[field] = value
+    with pytest.raises(ValidationError) as error:
+        Envelope.model_validate(data)
+    assert field in str(error.value)
+
+
+def test_keeps_given_time_and_id() -> None:
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    envelope = Envelope.new("track", "ws", "u", {}, occurred_at=when, event_id="m-1")
+    assert (envelope.occurred_at, envelope.id) == (when, "m-1")
