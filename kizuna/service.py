@@ -115,6 +115,7 @@ def create_service_app(
     *,
     routers: Sequence[APIRouter] = (),
     consumers: Sequence[ConsumerFactory] = (),
+    on_startup: Sequence[Callable[[FastAPI, ServiceContext], None]] = (),
     description: str = "",
 ) -> FastAPI:
     @contextlib.asynccontextmanager
@@ -126,6 +127,8 @@ def create_service_app(
         await bus.ensure_topics(topics.ALL_TOPICS)
         context = ServiceContext(name, settings, engine, bus)
         app.state.context = context
+        for hook in on_startup:
+            hook(app, context)
         for make_runner in consumers:
             runner = make_runner(context)
             runner.start()

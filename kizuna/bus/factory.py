@@ -25,6 +25,7 @@ def bus_from_settings(settings: KizunaSettings) -> Bus:
             settings.bus_partitions,
             replication_factor=settings.kafka_replication_factor,
             session_timeout_ms=settings.consumer_session_timeout_ms,
+            publish_timeout_ms=settings.bus_publish_timeout_ms,
         )
     if parts.scheme in ("postgres", "postgresql"):
         return PostgresLogBus(asyncpg_dsn(url), settings.topic_prefix, settings.bus_partitions)

@@ -1,0 +1,134 @@
+"""Turns one Segment-spec call (track, identify, page, screen, group, alias) into an envelope.
+
+Pure: no I/O. The caller supplies the workspace, the receive time and batch-level defaults.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from kizuna.envelope import Envelope
+from kizuna_ingest.domain import ecommerce
+from kizuna_ingest.domain.errors import InvalidCall
+
+CALL_TYPES = frozenset({"track", "identify", "page", "screen", "group", "alias"})
+SHORT_PATHS = {
+    "t": "track",
+    "i": "identify",
+    "p": "page",
+    "s": "screen",
+    "g": "group",
+    "a": "alias",
+}
+MAX_ID_LENGTH = 400
+OBJECT_FIELDS = ("properties", "traits", "context", "integrations")
+
+
+def _identity(call: dict[str, Any], name: str) -> str | None:
+    value = call.get(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise InvalidCall(name, "must be a string")
+    text = str(value)
+    if len(text) > MAX_ID_LENGTH:
+        raise InvalidCall(name, f"must be at most {MAX_ID_LENGTH} characters")
+    return text
+
+
+def parse_time(value: Any, field: str) -> datetime | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidCall(field, "must be an ISO 8601 date-time string")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as error:
+        raise InvalidCall(field, "must be an ISO 8601 date-time string") from error
+    if parsed.tzinfo is None:
+        raise InvalidCall(field, "must include a time zone (e.g. Z or +09:00)")
+    return parsed
+
+
+def event_time(call: dict[str, Any], received_at: datetime) -> tuple[datetime, datetime | None]:
+    """Corrects the client's clock skew the way Segment does:
+    timestamp = receivedAt - (sentAt - originalTimestamp). Returns (timestamp, original)."""
+    original = parse_time(call.get("originalTimestamp"), "originalTimestamp") or parse_time(
+        call.get("timestamp"), "timestamp"
+    )
+    sent_at = parse_time(call.get("sentAt"), "sentAt")
+    if original is not None and sent_at is not None:
+        return received_at - (sent_at - original), original
+    return original or received_at, original
+
+
+def _check_objects(call: dict[str, Any]) -> None:
+    for name in OBJECT_FIELDS:
+        if call.get(name) is not None and not isinstance(call[name], dict):
+            raise InvalidCall(name, "must be an object")
+
+
+def _check_type_fields(call_type: str, call: dict[str, Any]) -> None:
+    if call_type == "track":
+        event = call.get("event")
+        if not isinstance(event, str) or not event.strip():
+            raise InvalidCall("event", "is required for track")
+        ecommerce.validate(event, call.get("properties") or {})
+    elif call_type == "alias":
+        if _identity(call, "previousId") is None:
+            raise InvalidCall("previousId", "is required for alias")
+        if _identity(call, "userId") is None:
+            raise InvalidCall("userId", "is required for alias")
+    elif call_type == "group" and _identity(call, "groupId") is None:
+        raise InvalidCall("groupId", "is required for group")
+    for name in ("name", "event"):
+        if call.get(name) is not None and not isinstance(call[name], str):
+            raise InvalidCall(name, "must be a string")
+
+
+def to_envelope(
+    call: Any,
+    call_type: str | None,
+    workspace_id: str,
+    received_at: datetime,
+    defaults: dict[str, Any] | None = None,
+) -> Envelope:
+    """``call_type`` comes from the path; None means take it from the call (batch items)."""
+    if not isinstance(call, dict):
+        raise InvalidCall("(body)", "must be a JSON object")
+    declared = call.get("type")
+    call_type = call_type or declared
+    if call_type not in CALL_TYPES:
+        raise InvalidCall("type", f"must be one of {', '.join(sorted(CALL_TYPES))}")
+    _check_objects(call)
+    user_id = _identity(call, "userId")
+    anonymous_id = _identity(call, "anonymousId")
+    if user_id is None and anonymous_id is None:
+        raise InvalidCall("userId", "userId or anonymousId is required")
+    _check_type_fields(call_type, call)
+    timestamp, original = event_time(call, received_at)
+
+    payload = {k: v for k, v in call.items() if k != "writeKey"}
+    for name in ("context", "integrations"):
+        if defaults and defaults.get(name):
+            payload[name] = {**defaults[name], **(call.get(name) or {})}
+    message_id = _identity(call, "messageId") or f"kz-{uuid.uuid4()}"
+    payload.update(
+        type=call_type,
+        messageId=message_id,
+        timestamp=timestamp.isoformat(),
+        receivedAt=received_at.isoformat(),
+    )
+    if original is not None:
+        payload["originalTimestamp"] = original.isoformat()
+    return Envelope(
+        id=message_id,
+        type=call_type,
+        workspace_id=workspace_id,
+        customer_key=user_id or anonymous_id or "",
+        occurred_at=timestamp,
+        received_at=received_at,
+        payload=payload,
+    )
