@@ -87,6 +87,8 @@ def verify(text: str, kind: TokenKind, secret: str, now: float | None = None) ->
         body, mac = _b64decode(body_part), _b64decode(mac_part)
     except ValueError as error:
         raise InvalidToken("not a tracking token") from error
+    if _b64encode(body) != body_part or _b64encode(mac) != mac_part:
+        raise InvalidToken("not in canonical form")  # one token, one spelling
     if not hmac.compare_digest(mac, _mac(secret.encode(), kind, body)):
         raise InvalidToken("bad signature")
     claims = json.loads(body)  # signed by us, so well-formed

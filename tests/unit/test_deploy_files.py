@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+from kizuna_ingest.settings import IngestSettings
 from typer.main import get_command
 
 from kizuna.cli import app as cli_app
@@ -16,7 +17,8 @@ from kizuna.services import SERVICES
 from kizuna.settings import KizunaSettings
 
 ROOT = Path(__file__).resolve().parents[2]
-SETTINGS = {f"KIZUNA_{name.upper()}" for name in KizunaSettings.model_fields}
+SETTINGS_CLASSES = [KizunaSettings, IngestSettings]
+SETTINGS = {f"KIZUNA_{name.upper()}" for cls in SETTINGS_CLASSES for name in cls.model_fields}
 CLI_COMMANDS = set(get_command(cli_app).commands)  # type: ignore[attr-defined]
 
 
