@@ -7,6 +7,7 @@ outside the repository; the broker starts on free loopback ports with a small he
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -148,8 +149,8 @@ def start(
     owns = data_dir is None
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix="kizuna-kafka-"))
     data_dir.mkdir(parents=True, exist_ok=True)
-    port = port or _free_port()
-    config = _write_config(data_dir, port, _free_port())
+    port, controller_port = _ports(data_dir, port)
+    config = _write_config(data_dir, port, controller_port)
     if not (data_dir / "logs" / "meta.properties").exists():
         subprocess.run(
             _java_command(
@@ -177,6 +178,18 @@ def start(
             raise RuntimeError(f"Kafka broker did not start:\n{tail}")
         time.sleep(0.2)
     return broker
+
+
+def _ports(data_dir: Path, port: int | None) -> tuple[int, int]:
+    """Reuse a data directory's ports, so a restarted broker is where clients left it."""
+    saved = data_dir / "ports.json"
+    if saved.exists():
+        broker, controller = json.loads(saved.read_text())
+        if port is None or port == broker:
+            return int(broker), int(controller)
+    ports = (port or _free_port(), _free_port())
+    saved.write_text(json.dumps(ports))
+    return ports
 
 
 def _answers(port: int) -> bool:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from kizuna_ingest.main import create_app
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kizuna import auth
 from kizuna.db import create_engine
 from kizuna.settings import KizunaSettings
+from kizuna_ingest.main import create_app
 from tests.integration.apps import running
 
 

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 import yaml
-from kizuna_ingest.settings import IngestSettings
 from typer.main import get_command
 
 from kizuna.cli import app as cli_app
 from kizuna.services import SERVICES
 from kizuna.settings import KizunaSettings
+from kizuna_ingest.settings import IngestSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS_CLASSES = [KizunaSettings, IngestSettings]

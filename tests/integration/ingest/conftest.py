@@ -5,14 +5,14 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from kizuna_ingest.main import create_app
-from kizuna_ingest.settings import IngestSettings
 
 from kizuna import topics
 from kizuna.bus import Bus, BusMessage
 from kizuna.bus.factory import bus_from_settings
 from kizuna.db import create_engine
 from kizuna.envelope import Envelope
+from kizuna_ingest.main import create_app
+from kizuna_ingest.settings import IngestSettings
 from tests.helpers import make_workspace, read_topic
 from tests.integration.apps import running
 

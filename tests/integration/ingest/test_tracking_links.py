@@ -10,15 +10,15 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from kizuna_ingest import metrics
-from kizuna_ingest.main import create_app
-from kizuna_ingest.settings import IngestSettings
-from kizuna_ingest.tracking import PIXEL
 
 from kizuna import topics
 from kizuna.bus.factory import bus_from_settings
 from kizuna.envelope import Envelope
 from kizuna.tracking_tokens import TokenKind, TrackingToken, sign
+from kizuna_ingest import metrics
+from kizuna_ingest.main import create_app
+from kizuna_ingest.settings import IngestSettings
+from kizuna_ingest.tracking import PIXEL
 from tests.helpers import read_topic
 from tests.integration.live import serving
 

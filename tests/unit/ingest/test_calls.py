@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+
 from kizuna_ingest.domain.calls import event_time, to_envelope
 from kizuna_ingest.domain.errors import InvalidCall
 from kizuna_ingest.domain.machine import suspect_machine
