@@ -18,7 +18,7 @@ def utcnow() -> datetime:
 class Envelope(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    id: str = Field(min_length=1, max_length=200, description="Stable event id (messageId).")
+    id: str = Field(min_length=1, max_length=400, description="Stable event id (messageId).")
     type: str = Field(min_length=1, max_length=200, description="e.g. track, identify.")
     workspace_id: str = Field(min_length=1, max_length=64)
     customer_key: str = Field(

@@ -78,26 +78,9 @@ class KafkaBus(Bus):
             if missing:
                 with contextlib.suppress(TopicAlreadyExistsError):
                     await admin.create_topics(missing)
-                await self._wait_for_leaders(admin, [t.name for t in missing])
+                await wait_for_leaders(admin, [t.name for t in missing])
         finally:
             await admin.close()
-
-    @staticmethod
-    async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str]) -> None:
-        """New topics take a moment to elect partition leaders; publishing before that only
-        earns retries and warnings."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 15
-        while loop.time() < deadline:
-            described = await admin.describe_topics(names)
-            if all(
-                topic.get("error_code", 0) == 0
-                and topic["partitions"]
-                and all(p.get("leader", -1) >= 0 for p in topic["partitions"])
-                for topic in described
-            ):
-                return
-            await asyncio.sleep(0.1)
 
     async def publish_batch(self, topic: str, messages: Sequence[OutgoingMessage]) -> None:
         name = self.full_name(topic)
@@ -187,3 +170,20 @@ class KafkaConsumer(Consumer):
             committed = await self._consumer.committed(tp)
             total += highwater - (committed or 0)
         return total
+
+
+async def wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str]) -> None:
+    """New topics take a moment to elect partition leaders; publishing before that only
+    earns retries and warnings."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    while loop.time() < deadline:
+        described = await admin.describe_topics(names)
+        if all(
+            topic.get("error_code", 0) == 0
+            and topic["partitions"]
+            and all(p.get("leader", -1) >= 0 for p in topic["partitions"])
+            for topic in described
+        ):
+            return
+        await asyncio.sleep(0.1)

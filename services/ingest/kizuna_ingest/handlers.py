@@ -35,6 +35,9 @@ async def accept_call(
 
 
 def batch_defaults(body: dict[str, Any]) -> dict[str, Any]:
+    for name in ("context", "integrations"):
+        if body.get(name) is not None and not isinstance(body[name], dict):
+            raise InvalidCall(name, "must be an object")
     return {name: body[name] for name in ("context", "integrations", "sentAt") if body.get(name)}
 
 

@@ -51,6 +51,23 @@ def test_invalid_calls_name_the_field(call: dict[str, Any], field: str) -> None:
     assert error.value.detail.field == field
 
 
+def test_long_message_ids_and_absurd_clock_skew_are_clear_errors_or_kept() -> None:
+    assert envelope({"userId": "u", "event": "E", "messageId": "m" * 400}).id == "m" * 400
+    with pytest.raises(InvalidCall) as error:
+        envelope({"userId": "u", "event": "E", "messageId": "m" * 401})
+    assert error.value.detail.field == "messageId"
+    with pytest.raises(InvalidCall) as error:
+        envelope(
+            {
+                "userId": "u",
+                "event": "E",
+                "timestamp": "0001-01-01T00:00:00Z",
+                "sentAt": "9999-12-31T00:00:00Z",
+            }
+        )
+    assert error.value.detail.field == "sentAt"
+
+
 def test_type_from_body_must_be_known() -> None:
     with pytest.raises(InvalidCall, match="type"):
         envelope({"type": "launch", "userId": "u"}, None)
@@ -125,3 +142,14 @@ def test_rate_limiter_allows_burst_then_asks_to_wait() -> None:
     now[0] = 0.5
     assert limiter.take("k", rate=10, count=5) == 0
     assert limiter.take("other", rate=10) == 0
+
+
+async def test_batch_level_context_must_be_an_object() -> None:
+    from kizuna_ingest.handlers import accept_batch
+
+    async def publish(_: object) -> None:
+        raise AssertionError("nothing is published")
+
+    with pytest.raises(InvalidCall) as error:
+        await accept_batch({"batch": [], "context": [1]}, "ws", NOW, publish)
+    assert error.value.detail.field == "context"

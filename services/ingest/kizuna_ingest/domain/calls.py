@@ -60,7 +60,10 @@ def event_time(call: dict[str, Any], received_at: datetime) -> tuple[datetime, d
     )
     sent_at = parse_time(call.get("sentAt"), "sentAt")
     if original is not None and sent_at is not None:
-        return received_at - (sent_at - original), original
+        try:
+            return received_at - (sent_at - original), original
+        except OverflowError as error:
+            raise InvalidCall("sentAt", "is implausibly far from the event's timestamp") from error
     return original or received_at, original
 
 
