@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 from collections.abc import AsyncIterator
 
 import httpx
 from fastapi import FastAPI
+
+from kizuna.services import SERVICES
+from kizuna.settings import KizunaSettings
 
 
 @contextlib.asynccontextmanager
@@ -15,3 +19,20 @@ async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             yield client
+
+
+def service_app(service: str, base: KizunaSettings) -> FastAPI:
+    """The service's app, configured like ``base`` through the service's own settings class."""
+    settings_module = importlib.import_module(f"kizuna_{service}.settings")
+    settings_class = next(
+        value
+        for value in vars(settings_module).values()
+        if isinstance(value, type)
+        and issubclass(value, KizunaSettings)
+        and value is not KizunaSettings
+    )
+    module, _, factory = SERVICES[service].app_factory.partition(":")
+    app: FastAPI = getattr(importlib.import_module(module), factory)(
+        settings_class(**base.model_dump())
+    )
+    return app

@@ -1,21 +1,17 @@
 from __future__ import annotations
 
-import importlib
-
 import pytest
 
 from kizuna.services import SERVICES
 from kizuna.settings import KizunaSettings
-from tests.integration.apps import running
+from tests.integration.apps import running, service_app
 
 
 @pytest.mark.parametrize("service", sorted(SERVICES))
 async def test_every_service_answers_health_ready_metrics_and_docs(
     service: str, settings: KizunaSettings
 ) -> None:
-    module, _, factory = SERVICES[service].app_factory.partition(":")
-    app = getattr(importlib.import_module(module), factory)(settings)
-    async with running(app) as client:
+    async with running(service_app(service, settings)) as client:
         assert (await client.get("/healthz")).json() == {"status": "alive"}
         ready = await client.get("/readyz")
         assert ready.status_code == 200
@@ -29,9 +25,7 @@ async def test_every_service_answers_health_ready_metrics_and_docs(
 
 
 async def test_readyz_reports_a_bus_that_is_down(settings: KizunaSettings) -> None:
-    from kizuna_ingest.main import create_app
-
-    app = create_app(settings)  # type: ignore[arg-type]
+    app = service_app("ingest", settings)
     async with running(app) as client:
         await app.state.context.bus.close()
         await app.state.context.bus.start()

@@ -10,18 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from kizuna import auth
 from kizuna.db import create_engine
 from kizuna.settings import KizunaSettings
-from kizuna_ingest.main import create_app
-from tests.integration.apps import running
-
-
-async def make_workspace(
-    engine: AsyncEngine, name: str
-) -> tuple[str, auth.IssuedKey, auth.IssuedKey]:
-    async with engine.begin() as conn:
-        workspace_id = await auth.create_workspace(conn, name)
-        write = await auth.issue_key(conn, workspace_id, "write", f"{name} write")
-        admin = await auth.issue_key(conn, workspace_id, "admin", f"{name} admin")
-    return workspace_id, write, admin
+from tests.helpers import make_workspace
+from tests.integration.apps import running, service_app
 
 
 def bearer(key: auth.IssuedKey | str) -> dict[str, str]:
@@ -40,7 +30,7 @@ async def test_keys_are_bound_to_their_workspace(
 ) -> None:
     a_id, a_write, a_admin = await make_workspace(engine, "A")
     b_id, b_write, b_admin = await make_workspace(engine, "B")
-    async with running(create_app(settings)) as client:  # type: ignore[arg-type]
+    async with running(service_app("ingest", settings)) as client:
         assert (await client.get("/v1/workspace", headers=bearer(a_admin))).json()["id"] == a_id
         listed = (await client.get("/v1/keys", headers=bearer(a_admin))).json()
         assert {k["id"] for k in listed} == {a_write.id, a_admin.id}
@@ -61,7 +51,7 @@ async def test_keys_are_bound_to_their_workspace(
 
 async def test_key_lifecycle_and_errors(settings: KizunaSettings, engine: AsyncEngine) -> None:
     _, _, admin = await make_workspace(engine, "A")
-    async with running(create_app(settings)) as client:  # type: ignore[arg-type]
+    async with running(service_app("ingest", settings)) as client:
         assert (await client.get("/v1/keys")).status_code == 401
         assert (await client.get("/v1/keys", headers=bearer("kz_admin_nope"))).status_code == 401
 
