@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from kizuna import auth, bootstrap
+from kizuna.db import create_engine
 from kizuna.services import SERVICES
 from kizuna.settings import KizunaSettings
 from tests.integration.apps import running, service_app
@@ -34,3 +38,24 @@ async def test_readyz_reports_a_bus_that_is_down(settings: KizunaSettings) -> No
         response = await client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["checks"]["bus"].startswith("failed")
+
+
+async def test_dev_bootstrap_uses_configured_keys(tmp_path: Path, database_url: str) -> None:
+    settings = KizunaSettings(
+        database_url=database_url, write_key="kz_write_chosen", admin_key="kz_admin_chosen"
+    )
+    keys = await bootstrap.default_workspace(settings, tmp_path / "credentials.json")
+    again = await bootstrap.default_workspace(settings, tmp_path / "credentials.json")
+    assert keys == again
+    assert (keys.write_key, keys.admin_key) == ("kz_write_chosen", "kz_admin_chosen")
+    assert not (tmp_path / "credentials.json").exists(), "configured keys are not written out"
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            admin = await auth.authenticate(conn, "kz_admin_chosen", "admin")
+            write = await auth.authenticate(conn, "kz_write_chosen", "write")
+    finally:
+        await engine.dispose()
+    assert admin is not None
+    assert write is not None
+    assert admin.workspace_id == write.workspace_id == keys.workspace_id
