@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Iterable, Sequence
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from kizuna import metrics
 from kizuna.bus.base import Bus, BusMessage, BusUnavailable, Consumer, OutgoingMessage, next_offsets
@@ -17,8 +17,18 @@ from kizuna.bus.base import Bus, BusMessage, BusUnavailable, Consumer, OutgoingM
 log = structlog.get_logger(__name__)
 
 
-def _decode_headers(raw: Sequence[tuple[str, bytes]] | None) -> dict[str, str]:
-    return {name: value.decode() for name, value in raw or ()}
+TOPIC_ALREADY_EXISTS = 36
+MAX_POLL_INTERVAL_MS = 900_000  # a handler retrying longer than this loses its partitions
+REBALANCE_TIMEOUT_MS = 60_000  # how long a rebalance waits for the batches in hand to finish
+
+
+def _text(raw: bytes | None) -> str:
+    # Messages written by other producers may carry anything: never fail to read them.
+    return "" if raw is None else raw.decode(errors="replace")
+
+
+def _decode_headers(raw: Sequence[tuple[str, bytes | None]] | None) -> dict[str, str]:
+    return {name: _text(value) for name, value in raw or ()}
 
 
 class KafkaBus(Bus):
@@ -76,8 +86,14 @@ class KafkaBus(Bus):
                 if self.full_name(t) not in existing
             ]
             if missing:
-                with contextlib.suppress(TopicAlreadyExistsError):
-                    await admin.create_topics(missing)
+                response = await admin.create_topics(missing)
+                failed = [
+                    f"{error[0]}: {error[-1] if len(error) > 2 else error[1]}"
+                    for error in response.topic_errors
+                    if error[1] not in (0, TOPIC_ALREADY_EXISTS)
+                ]
+                if failed:
+                    raise BusUnavailable(f"Kafka refused to create topics: {'; '.join(failed)}")
                 await wait_for_leaders(admin, [t.name for t in missing])
         finally:
             await admin.close()
@@ -109,20 +125,43 @@ class KafkaBus(Bus):
             raise BusUnavailable(str(error)) from error
 
 
+class _WaitForIdle(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, idle: asyncio.Event) -> None:
+        self.idle = idle
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        try:
+            await asyncio.wait_for(self.idle.wait(), REBALANCE_TIMEOUT_MS / 1000 - 5)
+        except TimeoutError:
+            log.warning("rebalance_while_batch_still_running", partitions=len(revoked))
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("partitions_assigned", partitions=len(assigned))
+
+
 class KafkaConsumer(Consumer):
+    """A group member. Before giving partitions up in a rebalance, it lets the batch in hand
+    finish and commit, so a partition never has two members processing it at once."""
+
     def __init__(self, bus: KafkaBus, group: str, topics: Sequence[str]) -> None:
         self.bus = bus
+        self._topics = [bus.full_name(t) for t in topics]
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._consumer = AIOKafkaConsumer(
-            *[bus.full_name(t) for t in topics],
             bootstrap_servers=bus.bootstrap_servers,
             group_id=group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             session_timeout_ms=bus.session_timeout_ms,
             heartbeat_interval_ms=max(bus.session_timeout_ms // 3, 500),
+            max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
+            rebalance_timeout_ms=REBALANCE_TIMEOUT_MS,
+            request_timeout_ms=REBALANCE_TIMEOUT_MS + 5_000,
         )
 
     async def start(self) -> None:
+        self._consumer.subscribe(self._topics, listener=_WaitForIdle(self._idle))
         await self._consumer.start()
 
     async def close(self) -> None:
@@ -132,18 +171,21 @@ class KafkaConsumer(Consumer):
         records = await self._consumer.getmany(
             timeout_ms=int(timeout * 1000), max_records=max_records
         )
-        return [
+        batch = [
             BusMessage(
                 topic=self.bus.logical_name(record.topic),
                 partition=record.partition,
                 offset=record.offset,
-                key=record.key.decode() if record.key is not None else "",
+                key=_text(record.key),
                 value=record.value if record.value is not None else b"",
                 headers=_decode_headers(record.headers),
             )
             for partition_records in records.values()
             for record in partition_records
         ]
+        if batch:
+            self._idle.clear()  # set again once committed
+        return batch
 
     async def commit(self, messages: Sequence[BusMessage]) -> None:
         offsets = {
@@ -152,9 +194,11 @@ class KafkaConsumer(Consumer):
         }
         try:
             await self._consumer.commit(offsets)
-        except CommitFailedError:
-            # The group rebalanced under us: the new owner will process these again.
-            log.warning("commit_failed_after_rebalance", partitions=len(offsets))
+        except (CommitFailedError, IllegalStateError) as error:
+            # The group moved on without us: the new owner will process these again.
+            log.warning("commit_failed_after_rebalance", error=str(error))
+        finally:
+            self._idle.set()
 
     def assignment(self) -> set[tuple[str, int]]:
         return {
@@ -187,3 +231,4 @@ async def wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str]) -> None
         ):
             return
         await asyncio.sleep(0.1)
+    raise BusUnavailable(f"topics {names} have no partition leaders after 15 s")

@@ -93,8 +93,11 @@ async def test_uncommitted_messages_are_redelivered_after_consumer_is_killed(
     )
     try:
         assert child.stdout is not None
-        first_line = await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), 60)
-        assert first_line.startswith("seen ")
+        async with asyncio.timeout(60):
+            first_line = ""
+            while not first_line.startswith("seen "):
+                first_line = await asyncio.to_thread(child.stdout.readline)
+                assert first_line, "the consumer process ended early"
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
@@ -179,6 +182,49 @@ async def test_two_consumers_of_one_group_share_the_work(open_bus: OpenBus) -> N
     assert seen["first"]
     assert seen["second"]
     assert not {m.partition for m in seen["first"]} & {m.partition for m in seen["second"]}
+
+
+async def test_a_member_joining_mid_batch_never_gets_the_batch_in_hand(open_bus: OpenBus) -> None:
+    bus = await started(open_bus)
+    await bus.publish_batch(TOPIC, numbered(200, keys=40))
+    first, second = bus.consumer("midjoin", [TOPIC]), bus.consumer("midjoin", [TOPIC])
+    await first.start()
+    in_hand: list[BusMessage] = []
+    async with asyncio.timeout(60):
+        while not in_hand:
+            in_hand = await first.fetch(50, 0.5)
+    seen: dict[str, list[BusMessage]] = {"first": list(in_hand), "second": []}
+    stop = asyncio.Event()
+
+    async def run(name: str, consumer: Consumer) -> None:
+        while not stop.is_set():
+            batch = await consumer.fetch(50, 0.2)
+            seen[name].extend(batch)
+            if batch:
+                await consumer.commit(batch)
+
+    async def join_and_run() -> None:
+        await second.start()  # on Kafka this returns once the group has rebalanced
+        await run("second", second)
+
+    second_task = asyncio.create_task(join_and_run())
+    await asyncio.sleep(3)  # the group rebalances while the first batch is still in hand
+    await first.commit(in_hand)
+    first_task = asyncio.create_task(run("first", first))
+    try:
+        async with asyncio.timeout(60):
+            while len(seen["first"]) + len(seen["second"]) < 200:
+                await asyncio.sleep(0.1)
+        await asyncio.sleep(1)
+    finally:
+        stop.set()
+        await asyncio.gather(first_task, second_task)
+        await first.close()
+        await second.close()
+
+    in_hand_values = set(values(in_hand))
+    assert not in_hand_values & set(values(seen["second"])), "two members had one batch"
+    assert sorted(values(seen["first"]) + values(seen["second"])) == list(range(200))
 
 
 async def test_poison_message_goes_to_dead_letter_and_consumer_goes_on(open_bus: OpenBus) -> None:
