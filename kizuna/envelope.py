@@ -26,7 +26,9 @@ class Envelope(BaseModel):
     )
     occurred_at: AwareDatetime
     received_at: AwareDatetime
-    schema_version: int = Field(default=SCHEMA_VERSION, ge=1)
+    schema_version: int = Field(
+        default=SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION, description="Newer: dead-lettered."
+    )
     payload: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod

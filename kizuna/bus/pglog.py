@@ -31,7 +31,23 @@ from kizuna.bus.base import (
 
 NOTIFY_CHANNEL = "kizuna_bus"
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
-_CONNECTION_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+_CONNECTION_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,  # shutdown, cannot connect now, cancelled
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+    asyncpg.exceptions.TransactionRollbackError,  # deadlock, serialization failure
+    asyncpg.exceptions.ReadOnlySQLTransactionError,  # a standby during failover
+)
+# The server notices a consumer whose host vanished and frees its partition locks.
+_KEEPALIVE = {
+    "tcp_keepalives_idle": "10",
+    "tcp_keepalives_interval": "5",
+    "tcp_keepalives_count": "3",
+    "tcp_user_timeout": "30000",
+}
 
 
 class PostgresLogBus(Bus):
@@ -159,14 +175,17 @@ class PostgresLogConsumer(Consumer):
         return self._conn
 
     async def start(self) -> None:
-        self._conn = await asyncpg.connect(self.bus.dsn)
+        self._conn = await asyncpg.connect(
+            self.bus.dsn, command_timeout=60, server_settings=_KEEPALIVE
+        )
         await self.conn.execute(
             "SELECT pg_advisory_lock(hashtext('kizuna-member'), hashtext($1))", self.member_id
         )
         await self.conn.execute(
-            "INSERT INTO bus_group_members (group_id, member_id) VALUES ($1, $2)",
+            "INSERT INTO bus_group_members (group_id, member_id, topics) VALUES ($1, $2, $3)",
             self.group,
             self.member_id,
+            self.topics,
         )
         await self.conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
 
@@ -277,23 +296,27 @@ class PostgresLogConsumer(Consumer):
             self.group,
             self.member_id,
         )
-        members = [
-            r["member_id"]
-            for r in await conn.fetch(
-                "SELECT member_id FROM bus_group_members WHERE group_id = $1 ORDER BY member_id",
-                self.group,
-            )
-        ]
-        partitions = [
-            (r["topic"], r["partition"])
-            for r in await conn.fetch(
-                "SELECT topic, partition FROM bus_partitions WHERE topic = ANY($1::text[])"
-                " ORDER BY topic, partition",
-                self.topics,
-            )
-        ]
-        me = members.index(self.member_id) if self.member_id in members else 0
-        wanted = {slot for i, slot in enumerate(partitions) if i % max(len(members), 1) == me}
+        members = await conn.fetch(
+            "SELECT member_id, topics FROM bus_group_members WHERE group_id = $1"
+            " ORDER BY member_id",
+            self.group,
+        )
+        partitions = await conn.fetch(
+            "SELECT topic, partition FROM bus_partitions WHERE topic = ANY($1::text[])"
+            " ORDER BY topic, partition",
+            self.topics,
+        )
+        wanted = set()
+        for topic in self.topics:
+            # Each topic's partitions go round-robin over the members subscribed to it, so
+            # members with different subscriptions (a rolling deploy) leave nothing unowned.
+            subscribers = [m["member_id"] for m in members if topic in m["topics"]]
+            if self.member_id not in subscribers:
+                subscribers.append(self.member_id)
+                subscribers.sort()
+            me = subscribers.index(self.member_id)
+            mine = [r["partition"] for r in partitions if r["topic"] == topic]
+            wanted |= {(topic, p) for i, p in enumerate(mine) if i % len(subscribers) == me}
         for slot in [s for s in self._owned if s not in wanted]:
             await conn.execute(
                 "SELECT pg_advisory_unlock(hashtext($1), $2)", self._lock_name(slot[0]), slot[1]

@@ -72,6 +72,7 @@ def upgrade() -> None:
         "bus_group_members",
         sa.Column("group_id", sa.Text, primary_key=True),
         sa.Column("member_id", sa.Text, primary_key=True),
+        sa.Column("topics", postgresql.ARRAY(sa.Text), nullable=False, server_default="{}"),
         sa.Column("joined_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
     )
 

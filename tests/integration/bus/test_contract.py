@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from kizuna import topics
-from kizuna.bus import Bus, BusMessage, ConsumerRunner, Decoded, OutgoingMessage
+from kizuna.bus import Bus, BusMessage, ConsumerRunner, Decoded, OutgoingMessage, PoisonMessage
 from kizuna.bus.base import Consumer
 from kizuna.envelope import Envelope
 from tests.integration.bus.conftest import PARTITIONS, TOPIC, BusTarget
@@ -227,15 +228,53 @@ async def test_a_member_joining_mid_batch_never_gets_the_batch_in_hand(open_bus:
     assert sorted(values(seen["first"]) + values(seen["second"])) == list(range(200))
 
 
+async def test_members_with_different_subscriptions_leave_nothing_unowned(
+    open_bus: OpenBus,
+) -> None:
+    bus = await started(open_bus)
+    await bus.ensure_topics(["other"])
+    old, new = bus.consumer("mixed", [TOPIC]), bus.consumer("mixed", [TOPIC, "other"])
+    await old.start()
+    await new.start()
+    await bus.publish_batch(TOPIC, numbered(80, keys=16))
+    await bus.publish_batch("other", numbered(40, keys=16, start=1000))
+    seen: list[BusMessage] = []
+    stop = asyncio.Event()
+
+    async def run(consumer: Consumer) -> None:
+        while not stop.is_set():
+            batch = await consumer.fetch(50, 0.2)
+            seen.extend(batch)
+            if batch:
+                await consumer.commit(batch)
+
+    tasks = [asyncio.create_task(run(old)), asyncio.create_task(run(new))]
+    try:
+        async with asyncio.timeout(60):
+            while len(seen) < 120:
+                await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        await old.close()
+        await new.close()
+    assert sorted(values(seen)) == [*range(80), *range(1000, 1040)]
+
+
 async def test_poison_message_goes_to_dead_letter_and_consumer_goes_on(open_bus: OpenBus) -> None:
     bus = await started(open_bus)
-    good = [Envelope.new("track", "ws_1", f"user-{i}", {"n": i}) for i in range(3)]
+    good = [Envelope.new("track", "ws_1", f"user-{i}", {"n": i}) for i in range(4)]
+    newer = good[0].model_copy(update={"id": "from-the-future"}).model_dump(mode="json")
+    newer["schema_version"] = 99
     await bus.publish_batch(TOPIC, [OutgoingMessage(good[0].bus_key, good[0].to_bytes())])
     await bus.publish_batch(TOPIC, [OutgoingMessage(good[0].bus_key, b"{not json")])
+    await bus.publish_batch(TOPIC, [OutgoingMessage(good[0].bus_key, json.dumps(newer).encode())])
     await bus.publish_batch(TOPIC, [OutgoingMessage(e.bus_key, e.to_bytes()) for e in good[1:]])
     handled: list[Envelope] = []
 
     async def handle(batch: Sequence[Decoded[Envelope]]) -> None:
+        if any(item.value.payload["n"] == 3 for item in batch):
+            raise PoisonMessage("n=3 can never be handled")
         handled.extend(item.value for item in batch)
 
     runner = ConsumerRunner(
@@ -248,32 +287,33 @@ async def test_poison_message_goes_to_dead_letter_and_consumer_goes_on(open_bus:
                 await asyncio.sleep(0.05)
     finally:
         await runner.stop()
-    assert sorted(e.id for e in handled) == sorted(e.id for e in good)
+    assert sorted(e.id for e in handled) == sorted(e.id for e in good[:3])
 
     dead = bus.consumer("dlq-reader", [topics.DEAD_LETTER])
     await dead.start()
     try:
-        [letter] = await drain(dead, 1)
+        letters = await drain(dead, 3)
     finally:
         await dead.close()
-    assert letter.value == b"{not json"
-    assert letter.headers["dlq.group"] == "poison"
-    assert letter.headers["dlq.topic"] == TOPIC
-    assert letter.headers["dlq.reason"].startswith("decode:")
+    reasons = {letter.value: letter.headers["dlq.reason"] for letter in letters}
+    assert reasons[b"{not json"].startswith("decode:")
+    assert reasons[json.dumps(newer).encode()].startswith("decode:")
+    assert reasons[good[3].to_bytes()] == "handler: n=3 can never be handled"
+    assert {letter.headers["dlq.group"] for letter in letters} == {"poison"}
+    assert {letter.headers["dlq.topic"] for letter in letters} == {TOPIC}
 
 
 async def test_handler_failure_is_retried_and_committed_once(open_bus: OpenBus) -> None:
     bus = await started(open_bus)
     await bus.publish_batch(TOPIC, numbered(20, keys=4))
     calls: Counter[int] = Counter()
-    failed_once = False
+    failed: list[int] = []
 
     async def handle(batch: Sequence[Decoded[int]]) -> None:
-        nonlocal failed_once
         for item in batch:
             calls[item.value] += 1
-        if not failed_once:
-            failed_once = True
+        if not failed:
+            failed.extend(item.value for item in batch)
             raise ConnectionError("database briefly away")
 
     runner = ConsumerRunner(bus, "retry", [TOPIC], lambda m: int(m.value), handle, poll_timeout=0.2)
@@ -292,3 +332,5 @@ async def test_handler_failure_is_retried_and_committed_once(open_bus: OpenBus) 
     finally:
         await consumer.close()
     assert set(calls) == set(range(20))
+    assert all(calls[value] == 2 for value in failed), "the failed batch was handled again"
+    assert all(calls[value] == 1 for value in set(range(20)) - set(failed))
