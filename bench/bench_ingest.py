@@ -20,6 +20,7 @@ import asyncio
 import base64
 import json
 import os
+import secrets
 import shutil
 import signal
 import statistics
@@ -161,6 +162,7 @@ def start_ingest(url: str, bootstrap: str, port: int) -> subprocess.Popen[bytes]
         "KIZUNA_BUS_PARTITIONS": str(PARTITIONS),
         "KIZUNA_INGEST_RATE_LIMIT": "1000000000",
         "KIZUNA_LOG_LEVEL": "WARNING",
+        "KIZUNA_SECRET_KEY": secrets.token_hex(32),
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "kizuna.cli", "serve", "ingest", "--port", str(port)], env=env

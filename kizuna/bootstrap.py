@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,16 +34,36 @@ async def prepare(settings: KizunaSettings) -> None:
         await bus.close()
 
 
-async def default_workspace(settings: KizunaSettings, credentials_file: Path) -> DefaultKeys:
-    """Create the default workspace once. Configured keys win; generated ones are kept in
-    ``credentials_file`` (dev only) because the database holds only their hashes."""
-    saved = json.loads(credentials_file.read_text()) if credentials_file.exists() else {}
-    write_key = (
-        settings.write_key.get_secret_value() if settings.write_key else saved.get("write_key")
-    ) or auth.generate_key("write")
-    admin_key = (
-        settings.admin_key.get_secret_value() if settings.admin_key else saved.get("admin_key")
-    ) or auth.generate_key("admin")
+def dev_secrets(settings: KizunaSettings, credentials_file: Path) -> dict[str, str]:
+    """The default workspace's keys and the signing secret for a dev install. Configured values
+    win; generated ones are kept in ``credentials_file`` (the database holds only hashes)."""
+    saved: dict[str, str] = (
+        json.loads(credentials_file.read_text()) if credentials_file.exists() else {}
+    )
+    configured = {
+        "write_key": settings.write_key,
+        "admin_key": settings.admin_key,
+        "secret_key": None if settings.secret_key_problem() else settings.secret_key,
+    }
+    generate = {
+        "write_key": lambda: auth.generate_key("write"),
+        "admin_key": lambda: auth.generate_key("admin"),
+        "secret_key": lambda: secrets.token_hex(32),
+    }
+    chosen: dict[str, str] = {}
+    for name, value in configured.items():
+        chosen[name] = value.get_secret_value() if value else saved.get(name) or generate[name]()
+    keep = {name: chosen[name] for name, value in configured.items() if not value}
+    credentials_file.parent.mkdir(parents=True, exist_ok=True)
+    credentials_file.write_text(json.dumps(keep))
+    credentials_file.chmod(0o600)
+    return chosen
+
+
+async def default_workspace(
+    settings: KizunaSettings, write_key: str, admin_key: str
+) -> DefaultKeys:
+    """Create the default workspace once and make sure its keys are registered."""
     engine = create_engine(settings.database_dsn(), pool_size=1)
     try:
         async with engine.begin() as conn:
@@ -59,8 +80,4 @@ async def default_workspace(settings: KizunaSettings, credentials_file: Path) ->
             )
     finally:
         await engine.dispose()
-    credentials_file.parent.mkdir(parents=True, exist_ok=True)
-    if not settings.write_key or not settings.admin_key:
-        credentials_file.write_text(json.dumps({"write_key": write_key, "admin_key": admin_key}))
-        credentials_file.chmod(0o600)
     return DefaultKeys(DEFAULT_WORKSPACE_ID, write_key, admin_key)

@@ -44,6 +44,10 @@ def serve(
     if spec is None:
         raise typer.BadParameter(f"unknown service {service!r}; choose from {', '.join(SERVICES)}")
     settings = KizunaSettings()
+    problem = settings.secret_key_problem()
+    if problem:
+        typer.echo(f"kizuna serve: {problem}", err=True)
+        raise typer.Exit(2)
     module_name, _, factory_name = spec.app_factory.partition(":")
     factory: Any = getattr(importlib.import_module(module_name), factory_name)
     uvicorn.run(

@@ -15,7 +15,7 @@ import httpx
 from kizuna import bootstrap
 from kizuna.embedded_pg import EmbeddedPostgres, ensure_database
 from kizuna.services import SERVICES
-from kizuna.settings import KizunaSettings
+from kizuna.settings import KizunaSettings, redact
 
 READY_TIMEOUT = 30.0
 
@@ -63,10 +63,17 @@ def run(port_base: int | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     try:
-        env = {**os.environ, "KIZUNA_DATABASE_URL": database_url}
+        chosen = bootstrap.dev_secrets(settings, data_dir / "credentials.json")
+        env = {
+            **os.environ,
+            "KIZUNA_DATABASE_URL": database_url,
+            "KIZUNA_SECRET_KEY": chosen["secret_key"],
+        }
         settings = KizunaSettings(database_url=database_url)
         asyncio.run(bootstrap.prepare(settings))
-        keys = asyncio.run(bootstrap.default_workspace(settings, data_dir / "credentials.json"))
+        keys = asyncio.run(
+            bootstrap.default_workspace(settings, chosen["write_key"], chosen["admin_key"])
+        )
         ports = {
             name: (port_base + index + 1 if port_base else spec.port)
             for index, (name, spec) in enumerate(SERVICES.items())
@@ -109,7 +116,8 @@ def _banner(
 ) -> str:
     lines = [
         "",
-        f"Kizuna is ready ({took:.1f}s). Bus: {settings.bus_url}. Data: {settings.data_dir}/",
+        f"Kizuna is ready ({took:.1f}s). Bus: {redact(settings.bus_url)}."
+        f" Data: {settings.data_dir}/",
         *(f"  {name:<10} http://127.0.0.1:{port}   (docs: /docs)" for name, port in ports.items()),
         f"  workspace  {keys.workspace_id}",
         f"  write key  {keys.write_key}",

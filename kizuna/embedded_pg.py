@@ -23,10 +23,10 @@ def _bin_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
-def _readable_by_all(path: Path) -> None:
-    """Let the unprivileged server user traverse to and read ``path``."""
+def _traversable_by_all(path: Path) -> None:
+    """Let the unprivileged server user reach ``path`` (search permission only, no listing)."""
     for parent in [path, *path.parents]:
-        parent.chmod(parent.stat().st_mode | 0o055)
+        parent.chmod(parent.stat().st_mode | 0o011)
 
 
 def _ensure_system_user() -> pwd.struct_passwd:
@@ -67,8 +67,8 @@ class EmbeddedPostgres:
         if platform.system() == "Windows" or os.geteuid() != 0:
             return {}
         entry = _ensure_system_user()
-        _readable_by_all(self.data_dir.parent)
-        _readable_by_all(_bin_dir())
+        _traversable_by_all(self.data_dir.parent)
+        _traversable_by_all(_bin_dir())
         for child in _bin_dir().parent.rglob("*"):
             child.chmod(child.stat().st_mode | (0o055 if child.is_dir() else 0o044))
         for child in _bin_dir().iterdir():

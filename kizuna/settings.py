@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EMBEDDED_DATABASE_PORT = 54329
 DEFAULT_DATABASE_URL = f"postgresql://postgres@127.0.0.1:{EMBEDDED_DATABASE_PORT}/kizuna"
+INSECURE_SECRETS = frozenset({"dev-only-change-me", "change-me-in-production"})
+MIN_SECRET_LENGTH = 32
 
 
 class KizunaSettings(BaseSettings):
@@ -48,6 +51,25 @@ class KizunaSettings(BaseSettings):
 
     def database_dsn(self) -> str:
         return self.database_url.get_secret_value()
+
+    def secret_key_problem(self) -> str | None:
+        """Why the signing secret is unfit for a real deployment, or None."""
+        secret = self.secret_key.get_secret_value()
+        if secret in INSECURE_SECRETS or len(secret) < MIN_SECRET_LENGTH:
+            return (
+                f"KIZUNA_SECRET_KEY must be a random value of at least {MIN_SECRET_LENGTH}"
+                " characters (e.g. `openssl rand -hex 32`): it signs tracking links"
+            )
+        return None
+
+
+def redact(url: str) -> str:
+    """A URL fit for logs: any password replaced."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @lru_cache

@@ -8,7 +8,7 @@ from kizuna.bus.base import Bus
 from kizuna.bus.kafka import KafkaBus
 from kizuna.bus.pglog import PostgresLogBus
 from kizuna.db import asyncpg_dsn
-from kizuna.settings import KizunaSettings
+from kizuna.settings import KizunaSettings, redact
 
 
 def bus_from_settings(settings: KizunaSettings) -> Bus:
@@ -30,5 +30,5 @@ def bus_from_settings(settings: KizunaSettings) -> Bus:
     if parts.scheme in ("postgres", "postgresql"):
         return PostgresLogBus(asyncpg_dsn(url), settings.topic_prefix, settings.bus_partitions)
     raise ValueError(
-        f"KIZUNA_BUS_URL={url!r} is not understood: use 'postgres' or 'kafka://host:9092'"
+        f"KIZUNA_BUS_URL={redact(url)!r} is not understood: use 'postgres' or 'kafka://host:9092'"
     )

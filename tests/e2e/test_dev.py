@@ -15,7 +15,7 @@ import pytest
 
 from kizuna.embedded_pg import free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 
 def start_dev(data_dir: Path, port_base: int, pg_port: int) -> subprocess.Popen[str]:

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,11 +47,16 @@ async def test_dev_bootstrap_uses_configured_keys(tmp_path: Path, database_url: 
     settings = KizunaSettings(
         database_url=database_url, write_key="kz_write_chosen", admin_key="kz_admin_chosen"
     )
-    keys = await bootstrap.default_workspace(settings, tmp_path / "credentials.json")
-    again = await bootstrap.default_workspace(settings, tmp_path / "credentials.json")
+    credentials = tmp_path / "credentials.json"
+    chosen = bootstrap.dev_secrets(settings, credentials)
+    assert (chosen["write_key"], chosen["admin_key"]) == ("kz_write_chosen", "kz_admin_chosen")
+    assert KizunaSettings(secret_key=chosen["secret_key"]).secret_key_problem() is None
+    assert bootstrap.dev_secrets(settings, credentials) == chosen, "the secret is kept"
+    assert "kz_write_chosen" not in credentials.read_text(), "configured keys are not written"
+
+    keys = await bootstrap.default_workspace(settings, chosen["write_key"], chosen["admin_key"])
+    again = await bootstrap.default_workspace(settings, chosen["write_key"], chosen["admin_key"])
     assert keys == again
-    assert (keys.write_key, keys.admin_key) == ("kz_write_chosen", "kz_admin_chosen")
-    assert not (tmp_path / "credentials.json").exists(), "configured keys are not written out"
     engine = create_engine(database_url, pool_size=1)
     try:
         async with engine.connect() as conn:
@@ -59,3 +67,19 @@ async def test_dev_bootstrap_uses_configured_keys(tmp_path: Path, database_url: 
     assert admin is not None
     assert write is not None
     assert admin.workspace_id == write.workspace_id == keys.workspace_id
+
+
+def test_serve_refuses_a_known_or_short_signing_secret() -> None:
+    for secret in ("dev-only-change-me", "change-me-in-production", "short"):
+        assert KizunaSettings(secret_key=secret).secret_key_problem() is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KIZUNA_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "kizuna.cli", "serve", "ingest", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "KIZUNA_SECRET_KEY" in result.stderr

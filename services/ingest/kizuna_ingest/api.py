@@ -117,7 +117,8 @@ async def handle(request: Request, call_type: str | None) -> Response:
                 lambda e: publish(runtime, e),
             )
             return Response(OK, 200, cors, media_type="application/json")
-        check_rate(source, runtime, len(body.get("batch") or ()) if isinstance(body, dict) else 1)
+        items = body.get("batch") if isinstance(body, dict) else None
+        check_rate(source, runtime, len(items) if isinstance(items, list) else 1)
         outcome = await handlers.accept_batch(
             body, source.workspace_id, received_at, lambda e: publish(runtime, e)
         )

@@ -30,7 +30,9 @@ class SourceUpdate(BaseModel):
     allowed_origins: list[Annotated[str, Field(pattern=r"^https?://[^/\s]+$")]] | None = None
     rate_limit_per_second: float | None = Field(
         default=None,
-        gt=0,
+        ge=0.01,
+        le=1_000_000,
+        allow_inf_nan=False,
         description="null: the installation's default (KIZUNA_INGEST_RATE_LIMIT).",
     )
 

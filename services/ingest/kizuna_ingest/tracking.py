@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
@@ -20,6 +21,7 @@ from kizuna_ingest.domain.machine import suspect_machine
 from kizuna_ingest.runtime import IngestRuntime
 
 router = APIRouter(tags=["tracking links"])
+log = structlog.get_logger(__name__)
 
 PIXEL = (
     b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00"
@@ -87,10 +89,11 @@ async def record(request: Request, text: str, kind: TokenKind) -> TrackingToken 
     metrics.TRACKED.labels(kind, str(reason is not None).lower()).inc()
     try:
         await publish(runtime, [tracking_event(token, request, reason)])
-    except Refused:
+    except Exception:
         if kind == "open":
             raise
         # The person gets where the link goes even if the click cannot be recorded.
+        log.exception("tracking_hit_not_stored", kind=kind)
         metrics.TRACKING_NOT_STORED.labels(kind).inc()
     return token
 

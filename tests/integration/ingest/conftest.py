@@ -38,11 +38,16 @@ class Ingest:
         return {"Authorization": f"Bearer {self.admin_key}"}
 
 
-@pytest.fixture
-def ingest_settings(database_url: str, kafka_bootstrap: str, topic_prefix: str) -> IngestSettings:
+@pytest.fixture(params=["postgres", pytest.param("kafka", marks=pytest.mark.kafka)])
+def ingest_settings(
+    request: pytest.FixtureRequest, database_url: str, topic_prefix: str
+) -> IngestSettings:
+    bus_url = "postgres"
+    if request.param == "kafka":
+        bus_url = f"kafka://{request.getfixturevalue('kafka_bootstrap')}"
     return IngestSettings(
         database_url=database_url,
-        bus_url=f"kafka://{kafka_bootstrap}",
+        bus_url=bus_url,
         topic_prefix=topic_prefix,
         bus_partitions=4,
         bus_publish_timeout_ms=3000,

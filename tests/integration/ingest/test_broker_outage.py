@@ -65,8 +65,12 @@ async def test_broker_outage_gives_503_and_retries_are_stored(
                     assert response.headers["retry-after"] == "5"
 
             async def steady_traffic() -> None:
-                for start in range(20, 80, 10):
+                # Rounds of 10 until at least 60 more are sent and some met the dead broker.
+                start = 20
+                while start < 80 or not any(s != 200 for s in statuses.values()):
+                    assert start < 400, "the broker never seemed down"
                     await asyncio.gather(*(one(f"m{i:03d}") for i in range(start, start + 10)))
+                    start += 10
                     await asyncio.sleep(0.1)
 
             traffic = asyncio.create_task(steady_traffic())
@@ -98,6 +102,5 @@ async def test_broker_outage_gives_503_and_retries_are_stored(
 
     ids = Counter(Envelope.from_bytes(m.value).id for m in messages)
     assert set(ids) == set(statuses), "every acknowledged and every retried event is stored"
-    assert len(ids) == 80
     # The raw topic is at-least-once: a publish that timed out may still land. Consumers
     # dedupe on (workspace, messageId), which the count above already proves sufficient.

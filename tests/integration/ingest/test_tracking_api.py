@@ -12,8 +12,6 @@ import pytest
 from kizuna.envelope import Envelope
 from tests.integration.ingest.conftest import Ingest
 
-pytestmark = pytest.mark.kafka
-
 
 def basic(key: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
@@ -337,7 +335,7 @@ async def test_sources_disable_restrict_origins_and_rate_limit(ingest: Ingest) -
     patched = await ingest.client.patch(
         f"/v1/sources/{key_id}",
         headers=ingest.admin,
-        json={"allowed_origins": ["https://shop.example"], "rate_limit_per_second": 2},
+        json={"allowed_origins": ["https://shop.example"], "rate_limit_per_second": 0.1},
     )
     assert patched.status_code == 200
 
@@ -354,12 +352,17 @@ async def test_sources_disable_restrict_origins_and_rate_limit(ingest: Ingest) -
     preflight = await ingest.client.options("/v1/track", headers={"Origin": "https://shop.example"})
     assert preflight.status_code == 204
 
-    statuses = [(await ingest.client.post("/v1/track", json=call)).status_code for _ in range(8)]
+    statuses = [(await ingest.client.post("/v1/track", json=call)).status_code for _ in range(3)]
     assert 429 in statuses
     limited = await ingest.client.post("/v1/track", json=call)
     assert limited.status_code == 429
     assert int(limited.headers["retry-after"]) >= 1
 
+    for rate in (0, 1e-300, 1e12):
+        out_of_range = await ingest.client.patch(
+            f"/v1/sources/{key_id}", headers=ingest.admin, json={"rate_limit_per_second": rate}
+        )
+        assert out_of_range.status_code == 422, rate
     bad = await ingest.client.patch(
         f"/v1/sources/{key_id}",
         headers=ingest.admin,
@@ -394,3 +397,96 @@ async def test_events_of_one_customer_share_a_key(ingest: Ingest) -> None:
     assert [Envelope.from_bytes(m.value).payload["event"] for m in messages] == [
         f"E{i}" for i in range(5)
     ]
+
+
+def nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+async def test_odd_inputs_get_clear_errors_and_never_sink_the_batch(ingest: Ingest) -> None:
+    key = {"writeKey": ingest.write_key}
+    for body in ({**key, "batch": 5}, {**key, "batch": True}, {**key, "batch": {"a": 1}}):
+        response = await ingest.client.post("/v1/batch", json=body)
+        assert response.status_code == 400, body
+        assert response.json()["error"]["fields"][0]["field"] == "batch"
+
+    too_deep = await ingest.client.post(
+        "/v1/track", json={**key, "userId": "u", "event": "E", "properties": nested(300)}
+    )
+    assert too_deep.status_code == 400
+    nul = await ingest.client.post("/v1/track", json={**key, "userId": "u\u0000", "event": "E"})
+    assert nul.status_code == 400
+    assert "NUL" in nul.json()["error"]["fields"][0]["problem"]
+    bell = await ingest.client.post("/v1/track", json={**key, "userId": "u\u0007", "event": "E"})
+    assert bell.status_code == 400
+    assert bell.json()["error"]["fields"][0]["field"] == "userId"
+
+    batch = {
+        **key,
+        "batch": [
+            {"type": ["track"], "userId": "u"},
+            {},
+            {"type": "track", "userId": "u", "event": "E", "properties": nested(40)},
+            {"type": "track", "userId": "u", "event": "E", "properties": {"note": "a\u0000b"}},
+            {
+                "type": "track",
+                "userId": "u",
+                "event": "E",
+                "timestamp": "0001-01-01T00:00:00+14:00",
+            },
+            {"type": "track", "userId": 1e30, "event": "E"},
+            {"type": "track", "userId": 42.0, "event": "Kept", "messageId": "kept-1"},
+            {
+                "type": "track",
+                "userId": "u",
+                "event": "Kept",
+                "messageId": "kept-2",
+                "timestamp": "2099-01-01T00:00:00+05:30:15",
+            },
+        ],
+    }
+    response = await ingest.client.post("/v1/batch", json=batch)
+    assert response.status_code == 200, response.text
+    assert response.json()["accepted"] == 2
+    assert [r["field"].split(".")[0] for r in response.json()["rejected"]] == [
+        f"batch[{i}]" for i in range(6)
+    ]
+    stored = by_id(await ingest.stored(2))
+    assert stored["kept-1"].customer_key == "42"
+    future = stored["kept-2"]
+    assert future.occurred_at == future.received_at, "a far-future time is a broken clock"
+    assert future.payload["originalTimestamp"] == "2098-12-31T18:29:45+00:00", "in UTC, exactly"
+
+
+async def test_batch_level_context_cannot_amplify_a_small_body(ingest: Ingest) -> None:
+    body = {
+        "writeKey": ingest.write_key,
+        "context": {"blob": "x" * 9000},
+        "batch": [{"type": "track", "userId": "u", "event": "E"}] * 2500,
+    }
+    response = await ingest.client.post(
+        "/v1/batch", content=gzip.compress(orjson.dumps(body)), headers={"Content-Encoding": "gzip"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"][0]["field"] == "context"
+
+
+async def test_retried_body_without_message_id_keeps_its_id(ingest: Ingest) -> None:
+    call = {
+        "writeKey": ingest.write_key,
+        "userId": "u",
+        "event": "Order Completed",
+        "timestamp": "2026-11-20T10:00:00Z",
+        "properties": {"order_id": "o-77", "revenue": 5000},
+    }
+    for _ in range(2):
+        assert (await ingest.client.post("/v1/track", json=call)).status_code == 200
+    other = {**call, "properties": {"order_id": "o-78", "revenue": 5000}}
+    assert (await ingest.client.post("/v1/track", json=other)).status_code == 200
+    stored = await ingest.stored(3)
+    ids = [e.id for e in stored]
+    assert ids[0] == ids[1] != ids[2]
+    assert ids[0].startswith("kz-")

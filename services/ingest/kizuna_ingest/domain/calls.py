@@ -5,9 +5,11 @@ Pure: no I/O. The caller supplies the workspace, the receive time and batch-leve
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime
+import hashlib
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import orjson
 
 from kizuna.envelope import Envelope
 from kizuna_ingest.domain import ecommerce
@@ -23,19 +25,36 @@ SHORT_PATHS = {
     "a": "alias",
 }
 MAX_ID_LENGTH = 400
+MAX_DEPTH = 32
+MAX_EXACT_FLOAT = 2**53
 OBJECT_FIELDS = ("properties", "traits", "context", "integrations")
+LATEST_ACCEPTED = timedelta(days=1)  # later than this after receipt: a broken client clock
 
 
 def _identity(call: dict[str, Any], name: str) -> str | None:
     value = call.get(name)
     if value is None or value == "":
         return None
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
+    if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_EXACT_FLOAT:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, str | int):
         raise InvalidCall(name, "must be a string")
     text = str(value)
     if len(text) > MAX_ID_LENGTH:
         raise InvalidCall(name, f"must be at most {MAX_ID_LENGTH} characters")
+    if not text.isprintable():
+        raise InvalidCall(name, "must not contain control characters")
     return text
+
+
+def _check_depth(call: dict[str, Any]) -> None:
+    pending: list[tuple[Any, int]] = [(call, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidCall("(event)", f"nests deeper than {MAX_DEPTH} levels")
+        children = value.values() if isinstance(value, dict) else value
+        pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
 
 
 def parse_time(value: Any, field: str) -> datetime | None:
@@ -49,7 +68,10 @@ def parse_time(value: Any, field: str) -> datetime | None:
         raise InvalidCall(field, "must be an ISO 8601 date-time string") from error
     if parsed.tzinfo is None:
         raise InvalidCall(field, "must include a time zone (e.g. Z or +09:00)")
-    return parsed
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as error:
+        raise InvalidCall(field, "is out of range") from error
 
 
 def event_time(call: dict[str, Any], received_at: datetime) -> tuple[datetime, datetime | None]:
@@ -61,10 +83,14 @@ def event_time(call: dict[str, Any], received_at: datetime) -> tuple[datetime, d
     sent_at = parse_time(call.get("sentAt"), "sentAt")
     if original is not None and sent_at is not None:
         try:
-            return received_at - (sent_at - original), original
+            timestamp = received_at - (sent_at - original)
         except OverflowError as error:
             raise InvalidCall("sentAt", "is implausibly far from the event's timestamp") from error
-    return original or received_at, original
+    else:
+        timestamp = original or received_at
+    if timestamp > received_at + LATEST_ACCEPTED:
+        timestamp = received_at
+    return timestamp, original
 
 
 def _check_objects(call: dict[str, Any]) -> None:
@@ -91,6 +117,13 @@ def _check_type_fields(call_type: str, call: dict[str, Any]) -> None:
             raise InvalidCall(name, "must be a string")
 
 
+def derived_message_id(workspace_id: str, call: dict[str, Any]) -> str:
+    """A call sent without messageId gets an id from its content, so a retry of the same body
+    is recognised as the same event."""
+    canonical = orjson.dumps(call, option=orjson.OPT_SORT_KEYS)
+    return "kz-" + hashlib.sha256(workspace_id.encode() + b"\0" + canonical).hexdigest()[:32]
+
+
 def to_envelope(
     call: Any,
     call_type: str | None,
@@ -103,9 +136,10 @@ def to_envelope(
         raise InvalidCall("(body)", "must be a JSON object")
     declared = call.get("type")
     call_type = call_type or declared
-    if call_type not in CALL_TYPES:
+    if not isinstance(call_type, str) or call_type not in CALL_TYPES:
         raise InvalidCall("type", f"must be one of {', '.join(sorted(CALL_TYPES))}")
     _check_objects(call)
+    _check_depth(call)
     user_id = _identity(call, "userId")
     anonymous_id = _identity(call, "anonymousId")
     if user_id is None and anonymous_id is None:
@@ -117,7 +151,7 @@ def to_envelope(
     for name in ("context", "integrations"):
         if defaults and defaults.get(name):
             payload[name] = {**defaults[name], **(call.get(name) or {})}
-    message_id = _identity(call, "messageId") or f"kz-{uuid.uuid4()}"
+    message_id = _identity(call, "messageId") or derived_message_id(workspace_id, call)
     payload.update(
         type=call_type,
         messageId=message_id,
