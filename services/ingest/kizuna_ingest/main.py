@@ -15,10 +15,12 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         directory = SourceDirectory(context.engine, settings.ingest_source_cache_seconds)
         app.state.ingest = IngestRuntime(settings, context.bus, directory)
 
-    return create_service_app(
+    app = create_service_app(
         "ingest",
         settings,
         routers=[api.router, tracking.router, sources_api.router, workspace_api.router],
         on_startup=[start],
         description="Segment-compatible tracking API, tracked links, sources and workspace keys.",
     )
+    app.router.routes[:0] = api.fast_routes
+    return app

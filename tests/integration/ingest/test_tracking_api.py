@@ -429,7 +429,7 @@ async def test_odd_inputs_get_clear_errors_and_never_sink_the_batch(ingest: Inge
         "batch": [
             {"type": ["track"], "userId": "u"},
             {},
-            {"type": "track", "userId": "u", "event": "E", "properties": nested(40)},
+            {"type": "track", "userId": "u", "event": "E", "properties": nested(300)},
             {"type": "track", "userId": "u", "event": "E", "properties": {"note": "a\u0000b"}},
             {
                 "type": "track",
@@ -490,3 +490,13 @@ async def test_retried_body_without_message_id_keeps_its_id(ingest: Ingest) -> N
     ids = [e.id for e in stored]
     assert ids[0] == ids[1] != ids[2]
     assert ids[0].startswith("kz-")
+
+
+async def test_tracking_endpoints_are_documented_and_measured(ingest: Ingest) -> None:
+    paths = (await ingest.client.get("/openapi.json")).json()["paths"]
+    assert {"/v1/track", "/v1/identify", "/v1/batch", "/v1/sources"} <= set(paths)
+    await ingest.client.post(
+        "/v1/t", json={"writeKey": ingest.write_key, "userId": "u", "event": "E"}
+    )
+    metrics = (await ingest.client.get("/metrics")).text
+    assert 'route="/v1/t",service="ingest",status="200"' in metrics

@@ -25,7 +25,6 @@ SHORT_PATHS = {
     "a": "alias",
 }
 MAX_ID_LENGTH = 400
-MAX_DEPTH = 32
 MAX_EXACT_FLOAT = 2**53
 OBJECT_FIELDS = ("properties", "traits", "context", "integrations")
 LATEST_ACCEPTED = timedelta(days=1)  # later than this after receipt: a broken client clock
@@ -45,16 +44,6 @@ def _identity(call: dict[str, Any], name: str) -> str | None:
     if not text.isprintable():
         raise InvalidCall(name, "must not contain control characters")
     return text
-
-
-def _check_depth(call: dict[str, Any]) -> None:
-    pending: list[tuple[Any, int]] = [(call, 1)]
-    while pending:
-        value, depth = pending.pop()
-        if depth > MAX_DEPTH:
-            raise InvalidCall("(event)", f"nests deeper than {MAX_DEPTH} levels")
-        children = value.values() if isinstance(value, dict) else value
-        pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
 
 
 def parse_time(value: Any, field: str) -> datetime | None:
@@ -139,7 +128,6 @@ def to_envelope(
     if not isinstance(call_type, str) or call_type not in CALL_TYPES:
         raise InvalidCall("type", f"must be one of {', '.join(sorted(CALL_TYPES))}")
     _check_objects(call)
-    _check_depth(call)
     user_id = _identity(call, "userId")
     anonymous_id = _identity(call, "anonymousId")
     if user_id is None and anonymous_id is None:
