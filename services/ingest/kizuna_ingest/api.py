@@ -13,12 +13,11 @@ import orjson
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from starlette.routing import Route
 
 from kizuna import topics
 from kizuna.bus import BusUnavailable, OutgoingMessage
 from kizuna.envelope import Envelope
-from kizuna.http import error_body
+from kizuna.http import MeasuredRoute, error_body
 from kizuna_ingest import handlers, metrics
 from kizuna_ingest.adapters.sources import Source
 from kizuna_ingest.bodies import read_json
@@ -170,7 +169,9 @@ DOCUMENTED = {f"/v1/{call}" for call in CALL_TYPES} | {"/v1/batch"}
 # The hot paths are plain Starlette routes: FastAPI's per-request machinery costs more than
 # the handler. The same endpoints are registered below as FastAPI routes only to document them
 # in the OpenAPI schema; requests never reach those, as the plain routes match first.
-fast_routes = [Route(path, _route(call), methods=["POST"]) for path, call in TRACKING_PATHS.items()]
+fast_routes = [
+    MeasuredRoute(path, _route(call), methods=["POST"]) for path, call in TRACKING_PATHS.items()
+]
 for _path in sorted(DOCUMENTED):
     router.add_api_route(
         _path,
