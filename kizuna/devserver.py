@@ -23,7 +23,10 @@ READY_TIMEOUT = 30.0
 def _database(settings: KizunaSettings, data_dir: Path) -> tuple[str, EmbeddedPostgres | None]:
     if "KIZUNA_DATABASE_URL" in os.environ:
         return settings.database_dsn(), None
-    server = EmbeddedPostgres(data_dir / "postgres", settings.embedded_pg_port).start()
+    # Five services, each with an engine pool and a bus pool: more than the default 100.
+    server = EmbeddedPostgres(
+        data_dir / "postgres", settings.embedded_pg_port, {"max_connections": "300"}
+    ).start()
     asyncio.run(ensure_database(server.url, "kizuna"))
     return server.database_url("kizuna"), server
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 
@@ -42,3 +43,8 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> N
     root.setLevel(level.upper())
     for noisy in ("aiokafka", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def event_context(event_id: str, workspace_id: str) -> contextlib.AbstractContextManager[None]:
+    """Logs written inside carry the event id and workspace id."""
+    return structlog.contextvars.bound_contextvars(event_id=event_id, workspace_id=workspace_id)

@@ -35,3 +35,14 @@ def test_keeps_given_time_and_id() -> None:
     when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     envelope = Envelope.new("track", "ws", "u", {}, occurred_at=when, event_id="m-1")
     assert (envelope.occurred_at, envelope.id) == (when, "m-1")
+
+
+def test_event_context_binds_ids_for_logs_and_restores() -> None:
+    import structlog
+
+    from kizuna.logs import event_context
+
+    with event_context("m-1", "ws_1"):
+        bound = structlog.contextvars.get_contextvars()
+        assert (bound["event_id"], bound["workspace_id"]) == ("m-1", "ws_1")
+    assert "event_id" not in structlog.contextvars.get_contextvars()

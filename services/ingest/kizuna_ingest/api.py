@@ -99,12 +99,18 @@ async def publish(runtime: IngestRuntime, envelopes: Sequence[Envelope]) -> None
 
 
 async def handle(request: Request, call_type: str | None) -> Response:
+    with structlog.contextvars.bound_contextvars(path=request.url.path, workspace_id=None):
+        return await _handle(request, call_type)
+
+
+async def _handle(request: Request, call_type: str | None) -> Response:
     runtime: IngestRuntime = request.app.state.ingest
     source: Source | None = None
     limit = handlers.MAX_BATCH_BYTES if call_type is None else handlers.MAX_EVENT_BYTES
     try:
         body = await read_json(request, limit)
         source = await authenticate(request, body, runtime)
+        structlog.contextvars.bind_contextvars(workspace_id=source.workspace_id)
         received_at = datetime.now(UTC)
         cors = cors_headers(request, source)
         if call_type is not None:
