@@ -49,6 +49,15 @@ async def drain(
     return seen
 
 
+async def keep_consuming(consumer: Consumer, into: list[BusMessage], stop: asyncio.Event) -> None:
+    """Fetch, record and commit until told to stop."""
+    while not stop.is_set():
+        batch = await consumer.fetch(50, 0.2)
+        into.extend(batch)
+        if batch:
+            await consumer.commit(batch)
+
+
 def values(messages: Sequence[BusMessage]) -> list[int]:
     return [int(m.value) for m in messages]
 
@@ -151,14 +160,10 @@ async def test_two_consumers_of_one_group_share_the_work(open_bus: OpenBus) -> N
     seen: dict[str, list[BusMessage]] = {"first": [], "second": []}
     stop = asyncio.Event()
 
-    async def run(name: str, consumer: Consumer) -> None:
-        while not stop.is_set():
-            batch = await consumer.fetch(50, 0.2)
-            seen[name].extend(batch)
-            if batch:
-                await consumer.commit(batch)
-
-    tasks = [asyncio.create_task(run("first", first)), asyncio.create_task(run("second", second))]
+    tasks = [
+        asyncio.create_task(keep_consuming(first, seen["first"], stop)),
+        asyncio.create_task(keep_consuming(second, seen["second"], stop)),
+    ]
     try:
         async with asyncio.timeout(60):
             while not (
@@ -197,21 +202,14 @@ async def test_a_member_joining_mid_batch_never_gets_the_batch_in_hand(open_bus:
     seen: dict[str, list[BusMessage]] = {"first": list(in_hand), "second": []}
     stop = asyncio.Event()
 
-    async def run(name: str, consumer: Consumer) -> None:
-        while not stop.is_set():
-            batch = await consumer.fetch(50, 0.2)
-            seen[name].extend(batch)
-            if batch:
-                await consumer.commit(batch)
-
     async def join_and_run() -> None:
         await second.start()  # on Kafka this returns once the group has rebalanced
-        await run("second", second)
+        await keep_consuming(second, seen["second"], stop)
 
     second_task = asyncio.create_task(join_and_run())
     await asyncio.sleep(3)  # the group rebalances while the first batch is still in hand
     await first.commit(in_hand)
-    first_task = asyncio.create_task(run("first", first))
+    first_task = asyncio.create_task(keep_consuming(first, seen["first"], stop))
     try:
         async with asyncio.timeout(60):
             while len(seen["first"]) + len(seen["second"]) < 200:
@@ -241,14 +239,10 @@ async def test_members_with_different_subscriptions_leave_nothing_unowned(
     seen: list[BusMessage] = []
     stop = asyncio.Event()
 
-    async def run(consumer: Consumer) -> None:
-        while not stop.is_set():
-            batch = await consumer.fetch(50, 0.2)
-            seen.extend(batch)
-            if batch:
-                await consumer.commit(batch)
-
-    tasks = [asyncio.create_task(run(old)), asyncio.create_task(run(new))]
+    tasks = [
+        asyncio.create_task(keep_consuming(old, seen, stop)),
+        asyncio.create_task(keep_consuming(new, seen, stop)),
+    ]
     try:
         async with asyncio.timeout(60):
             while len(seen) < 120:
