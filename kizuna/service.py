@@ -109,6 +109,20 @@ def health_router() -> APIRouter:
     return router
 
 
+RETENTION_INTERVAL_SECONDS = 600
+
+
+async def enforce_retention_forever(bus: Bus) -> None:
+    while True:
+        try:
+            deleted = await bus.enforce_retention()
+            if deleted:
+                log.info("bus_retention_enforced", deleted=deleted)
+        except Exception:
+            log.exception("bus_retention_failed")
+        await asyncio.sleep(RETENTION_INTERVAL_SECONDS)
+
+
 def create_service_app(
     name: str,
     settings: KizunaSettings,
@@ -133,11 +147,13 @@ def create_service_app(
             runner = make_runner(context)
             runner.start()
             context.runners.append(runner)
+        housekeeping = asyncio.create_task(enforce_retention_forever(bus))
         log.info("service_started", consumers=len(context.runners))
         try:
             yield
         finally:
             log.info("service_stopping")
+            housekeeping.cancel()
             await asyncio.gather(*(runner.stop() for runner in context.runners))
             await bus.close()
             await engine.dispose()

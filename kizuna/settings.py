@@ -34,6 +34,9 @@ class KizunaSettings(BaseSettings):
     consumer_session_timeout_ms: int = Field(default=10_000, ge=1_000)
     consumer_batch_size: int = Field(default=500, ge=1)
     bus_publish_timeout_ms: int = Field(default=10_000, ge=100)
+    bus_retention_hours: float = Field(
+        default=168, gt=0, description="How long the bus keeps messages (Kafka: retention.ms)."
+    )
     data_dir: Path = Field(default=Path(".kizuna"), description="Where `kizuna dev` keeps data.")
     embedded_pg_port: int = Field(
         default=EMBEDDED_DATABASE_PORT, description="Port of the embedded PostgreSQL (dev)."

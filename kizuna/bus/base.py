@@ -6,6 +6,7 @@ import abc
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +69,12 @@ class Consumer(abc.ABC):
 
 
 class Bus(abc.ABC):
-    def __init__(self, topic_prefix: str, partitions: int) -> None:
+    def __init__(
+        self, topic_prefix: str, partitions: int, retention: timedelta = timedelta(days=7)
+    ) -> None:
         self.topic_prefix = topic_prefix
         self.partitions = partitions
+        self.retention = retention
 
     def full_name(self, topic: str) -> str:
         return f"{self.topic_prefix}{topic}"
@@ -102,3 +106,8 @@ class Bus(abc.ABC):
     @abc.abstractmethod
     async def ping(self) -> None:
         """Raise if the bus cannot be reached."""
+
+    async def enforce_retention(self) -> int:
+        """Delete messages older than the retention period; return how many. Kafka brokers do
+        this themselves, so the default does nothing."""
+        return 0

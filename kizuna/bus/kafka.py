@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -52,8 +53,9 @@ class KafkaBus(Bus):
         replication_factor: int = 1,
         session_timeout_ms: int = 10_000,
         publish_timeout_ms: int = 10_000,
+        retention: timedelta = timedelta(days=7),
     ) -> None:
-        super().__init__(topic_prefix, partitions)
+        super().__init__(topic_prefix, partitions, retention)
         self.bootstrap_servers = bootstrap_servers
         self.replication_factor = replication_factor
         self.session_timeout_ms = session_timeout_ms
@@ -93,7 +95,12 @@ class KafkaBus(Bus):
         try:
             existing = set(await admin.list_topics())
             missing = [
-                NewTopic(self.full_name(t), self.partitions, self.replication_factor)
+                NewTopic(
+                    self.full_name(t),
+                    self.partitions,
+                    self.replication_factor,
+                    topic_configs={"retention.ms": str(int(self.retention.total_seconds() * 1000))},
+                )
                 for t in topics
                 if self.full_name(t) not in existing
             ]

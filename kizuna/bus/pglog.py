@@ -15,6 +15,7 @@ import math
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from datetime import timedelta
 
 import asyncpg
 
@@ -58,8 +59,9 @@ class PostgresLogBus(Bus):
         partitions: int,
         *,
         rebalance_interval: float = 0.5,
+        retention: timedelta = timedelta(days=7),
     ) -> None:
-        super().__init__(topic_prefix, partitions)
+        super().__init__(topic_prefix, partitions, retention)
         self.dsn = dsn
         self.rebalance_interval = rebalance_interval
         self._pool: asyncpg.Pool | None = None
@@ -149,6 +151,22 @@ class PostgresLogBus(Bus):
 
     def consumer(self, group: str, topics: Sequence[str]) -> Consumer:
         return PostgresLogConsumer(self, group, topics)
+
+    async def enforce_retention(self, chunk: int = 10_000) -> int:
+        """Like Kafka's retention.ms: old messages go whether or not a group has read them."""
+        deleted = 0
+        while True:
+            result = await self.pool.execute(
+                "DELETE FROM bus_messages WHERE ctid = ANY(ARRAY("
+                "  SELECT ctid FROM bus_messages WHERE appended_at < now() - $1::interval"
+                "  LIMIT $2))",
+                self.retention,
+                chunk,
+            )
+            count = int(result.split()[-1])
+            deleted += count
+            if count < chunk:
+                return deleted
 
     async def ping(self) -> None:
         try:

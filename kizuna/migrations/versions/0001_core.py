@@ -61,6 +61,7 @@ def upgrade() -> None:
         sa.Column("headers", postgresql.JSONB),
         sa.Column("appended_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
     )
+    op.create_index("bus_messages_appended_at", "bus_messages", ["appended_at"])
     op.create_table(
         "bus_group_offsets",
         sa.Column("group_id", sa.Text, primary_key=True),
