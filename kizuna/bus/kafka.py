@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
-from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -22,8 +20,8 @@ from kizuna.bus.base import (
     Consumer,
     OutgoingMessage,
     next_offsets,
-    partition_for,
 )
+from kizuna.bus.kafka_batcher import RecordBatcher
 
 log = structlog.get_logger(__name__)
 
@@ -31,7 +29,7 @@ log = structlog.get_logger(__name__)
 TOPIC_ALREADY_EXISTS = 36
 MAX_POLL_INTERVAL_MS = 900_000  # a handler retrying longer than this loses its partitions
 REBALANCE_TIMEOUT_MS = 60_000  # how long a rebalance waits for the batches in hand to finish
-SMALL_PUBLISH = 16  # fewer messages than this go through the producer's shared batches
+MAX_RECORD_BATCH_BYTES = 512 * 1024  # well under the broker's 1 MB message.max.bytes
 
 
 def _text(raw: bytes | None) -> str:
@@ -61,15 +59,16 @@ class KafkaBus(Bus):
         self.session_timeout_ms = session_timeout_ms
         self.publish_timeout_ms = publish_timeout_ms
         self._producer: AIOKafkaProducer | None = None
+        self._batcher: RecordBatcher | None = None
 
     async def start(self) -> None:
         producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap_servers,
             acks="all",
             enable_idempotence=True,
-            linger_ms=2,
+            linger_ms=0,  # the RecordBatcher already merges concurrent publishes
             request_timeout_ms=self.publish_timeout_ms,
-            max_batch_size=1_048_576,
+            max_batch_size=MAX_RECORD_BATCH_BYTES,
         )
         try:
             await producer.start()
@@ -77,8 +76,13 @@ class KafkaBus(Bus):
             await producer.stop()
             raise BusUnavailable(f"cannot reach Kafka at {self.bootstrap_servers}") from error
         self._producer = producer
+        self._batcher = RecordBatcher(producer)
+        self._batcher.start()
 
     async def close(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.close()
+            self._batcher = None
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
@@ -118,68 +122,15 @@ class KafkaBus(Bus):
             await admin.close()
 
     async def publish_batch(self, topic: str, messages: Sequence[OutgoingMessage]) -> None:
-        """Large batches become one record batch per partition (aiokafka's per-message path
-        costs more than everything else ingest does); a few messages join the producer's open
-        batches instead, so that many small publishes do not flood the broker with tiny ones."""
-        name = self.full_name(topic)
-        if len(messages) < SMALL_PUBLISH:
-            await self._publish_each(name, messages)
-            metrics.MESSAGES_PUBLISHED.labels(topic).inc(len(messages))
+        if not messages:
             return
+        if self._batcher is None:
+            raise RuntimeError("KafkaBus.start() was not called")
         try:
-            partitions = sorted(await self.producer.partitions_for(name))
-            by_partition: dict[int, list[OutgoingMessage]] = defaultdict(list)
-            for message in messages:
-                by_partition[partitions[partition_for(message.key, len(partitions))]].append(
-                    message
-                )
-            futures = []
-            for partition, items in by_partition.items():
-                futures.extend(await self._send_partition(name, partition, items))
-            await asyncio.gather(*futures)
+            await self._batcher.publish(self.full_name(topic), messages)
         except KafkaError as error:
             raise BusUnavailable(f"Kafka did not take the messages: {error}") from error
         metrics.MESSAGES_PUBLISHED.labels(topic).inc(len(messages))
-
-    async def _publish_each(self, name: str, messages: Sequence[OutgoingMessage]) -> None:
-        try:
-            futures = [
-                await self.producer.send(
-                    name,
-                    message.value,
-                    key=message.key.encode(),
-                    partition=await self._partition(name, message.key),
-                    headers=[(k, v.encode()) for k, v in message.headers.items()],
-                )
-                for message in messages
-            ]
-            await asyncio.gather(*futures)
-        except KafkaError as error:
-            raise BusUnavailable(f"Kafka did not take the messages: {error}") from error
-
-    async def _partition(self, name: str, key: str) -> int:
-        partitions = sorted(await self.producer.partitions_for(name))
-        return int(partitions[partition_for(key, len(partitions))])
-
-    async def _send_partition(
-        self, name: str, partition: int, messages: list[OutgoingMessage]
-    ) -> list[asyncio.Future[Any]]:
-        futures = []
-        batch = self.producer.create_batch()
-        for message in messages:
-            record = {
-                "timestamp": None,
-                "key": message.key.encode(),
-                "value": message.value,
-                "headers": [(k, v.encode()) for k, v in message.headers.items()],
-            }
-            if batch.append(**record) is None:
-                futures.append(await self.producer.send_batch(batch, name, partition=partition))
-                batch = self.producer.create_batch()
-                if batch.append(**record) is None:
-                    raise BusUnavailable(f"a message of {len(message.value)} bytes is too large")
-        futures.append(await self.producer.send_batch(batch, name, partition=partition))
-        return futures
 
     def consumer(self, group: str, topics: Sequence[str]) -> Consumer:
         return KafkaConsumer(self, group, topics)
