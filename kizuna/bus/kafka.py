@@ -76,7 +76,11 @@ class KafkaBus(Bus):
             await producer.stop()
             raise BusUnavailable(f"cannot reach Kafka at {self.bootstrap_servers}") from error
         self._producer = producer
-        self._batcher = RecordBatcher(producer)
+        self._batcher = RecordBatcher(
+            producer,
+            max_record_bytes=MAX_RECORD_BATCH_BYTES,
+            timeout=self.publish_timeout_ms / 1000,
+        )
         self._batcher.start()
 
     async def close(self) -> None:
@@ -229,7 +233,9 @@ class KafkaConsumer(Consumer):
             if highwater is None:
                 continue
             committed = await self._consumer.committed(tp)
-            total += highwater - (committed or 0)
+            if committed is None:
+                committed = (await self._consumer.beginning_offsets([tp]))[tp]
+            total += highwater - committed
         return total
 
 
