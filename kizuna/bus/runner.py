@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from kizuna import metrics, topics
 from kizuna.bus.base import Bus, BusMessage, Consumer, OutgoingMessage
 
 T = TypeVar("T")
+LAG_REPORT_SECONDS = 5.0
 log = structlog.get_logger(__name__)
 
 
@@ -93,15 +95,15 @@ class ConsumerRunner(Generic[T]):
         return None if consumer is None else await consumer.lag()
 
     async def _consume(self, consumer: Consumer) -> None:
-        last_lag_report = 0.0
+        last_lag_report = -math.inf
         while not self._stopping.is_set():
             batch = await consumer.fetch(self.batch_size, self.poll_timeout)
+            if time.monotonic() - last_lag_report > LAG_REPORT_SECONDS:
+                last_lag_report = time.monotonic()  # the batch in hand counts as lag
+                metrics.CONSUMER_LAG.labels(self.group).set(await consumer.lag())
             if batch:
                 await self._process(batch)
                 await consumer.commit(batch)
-            if time.monotonic() - last_lag_report > 5.0:
-                last_lag_report = time.monotonic()
-                metrics.CONSUMER_LAG.labels(self.group).set(await consumer.lag())
 
     async def _process(self, batch: list[BusMessage]) -> None:
         decoded: list[Decoded[T]] = []
