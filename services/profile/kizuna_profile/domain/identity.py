@@ -1,0 +1,74 @@
+"""Which identifiers an event reveals about the person behind it. Pure: no I/O."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from kizuna.envelope import Envelope
+
+IdentifierKind = Literal["user_id", "email", "phone", "line_user_id", "anonymous_id"]
+# Stronger first: the identifier a merged customer is best known by.
+STRENGTH: tuple[IdentifierKind, ...] = ("user_id", "email", "phone", "line_user_id", "anonymous_id")
+_PHONE_NOISE = re.compile(r"[\s\-().]")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+@dataclass(frozen=True, order=True)
+class Identifier:
+    kind: IdentifierKind
+    value: str
+
+    @property
+    def strength(self) -> int:
+        return STRENGTH.index(self.kind)
+
+
+def normalize_email(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    email = value.strip().lower()
+    return email if _EMAIL.match(email) else None
+
+
+def normalize_phone(value: Any) -> str | None:
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        return None
+    phone = _PHONE_NOISE.sub("", str(value))
+    digits = phone.removeprefix("+")
+    return phone if digits.isdigit() and 6 <= len(digits) <= 15 else None
+
+
+def _text(value: Any) -> str | None:
+    if value is None or value == "" or isinstance(value, bool):
+        return None
+    return str(value) if isinstance(value, str | int) else None
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def identifiers_of(event: Envelope) -> list[Identifier]:
+    """Every identifier the event names, strongest first, without duplicates.
+    ``alias`` names both the previous id and the new user id: they are one person."""
+    payload = event.payload
+    traits = _object(payload.get("traits"))
+    context_traits = _object(_object(payload.get("context")).get("traits"))
+    found: set[Identifier] = set()
+    for kind, value in (
+        ("user_id", _text(payload.get("userId"))),
+        ("anonymous_id", _text(payload.get("anonymousId"))),
+        ("email", normalize_email(traits.get("email") or context_traits.get("email"))),
+        ("phone", normalize_phone(traits.get("phone") or context_traits.get("phone"))),
+        ("line_user_id", _text(traits.get("lineUserId") or context_traits.get("lineUserId"))),
+    ):
+        if value is not None:
+            found.add(Identifier(kind, value))  # type: ignore[arg-type]
+    if event.type == "alias":
+        previous = _text(payload.get("previousId"))
+        if previous is not None:
+            # The previous id may have been a userId or an anonymousId; Segment does not say.
+            found.add(Identifier("anonymous_id", previous))
+    return sorted(found, key=lambda i: (i.strength, i.value))
