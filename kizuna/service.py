@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
 
@@ -38,6 +38,7 @@ class ServiceContext:
 
 
 ConsumerFactory = Callable[[ServiceContext], ConsumerRunner[Any]]
+BackgroundTask = Callable[[ServiceContext], Coroutine[Any, Any, None]]
 
 
 def consumer_runner(
@@ -130,6 +131,7 @@ def create_service_app(
     routers: Sequence[APIRouter] = (),
     consumers: Sequence[ConsumerFactory] = (),
     on_startup: Sequence[Callable[[FastAPI, ServiceContext], None]] = (),
+    background: Sequence[BackgroundTask] = (),
     description: str = "",
 ) -> FastAPI:
     @contextlib.asynccontextmanager
@@ -147,13 +149,15 @@ def create_service_app(
             runner = make_runner(context)
             runner.start()
             context.runners.append(runner)
-        housekeeping = asyncio.create_task(enforce_retention_forever(bus))
+        tasks = [asyncio.create_task(enforce_retention_forever(bus))]
+        tasks.extend(asyncio.create_task(run(context)) for run in background)
         log.info("service_started", consumers=len(context.runners))
         try:
             yield
         finally:
             log.info("service_stopping")
-            housekeeping.cancel()
+            for task in tasks:
+                task.cancel()
             await asyncio.gather(*(runner.stop() for runner in context.runners))
             await bus.close()
             await engine.dispose()

@@ -43,7 +43,7 @@ def test_identify_reveals_every_identifier_normalized_strongest_first() -> None:
 def test_alias_joins_previous_and_new_id_and_junk_is_ignored() -> None:
     assert identifiers_of(event("alias", userId="u-2", previousId="a-9")) == [
         Identifier("user_id", "u-2"),
-        Identifier("anonymous_id", "a-9"),
+        Identifier("previous_id", "a-9"),
     ]
     assert identifiers_of(
         event("identify", anonymousId="a", traits={"email": "not-an-email", "phone": "call me"})

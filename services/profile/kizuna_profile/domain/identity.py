@@ -8,9 +8,23 @@ from typing import Any, Literal
 
 from kizuna.envelope import Envelope
 
-IdentifierKind = Literal["user_id", "email", "phone", "line_user_id", "anonymous_id"]
+IdentifierKind = Literal["user_id", "email", "phone", "line_user_id", "anonymous_id", "previous_id"]
 # Stronger first: the identifier a merged customer is best known by.
-STRENGTH: tuple[IdentifierKind, ...] = ("user_id", "email", "phone", "line_user_id", "anonymous_id")
+STRENGTH: tuple[IdentifierKind, ...] = (
+    "user_id",
+    "email",
+    "phone",
+    "line_user_id",
+    "anonymous_id",
+    "previous_id",
+)
+# ``alias`` does not say whether its previousId was a userId or an anonymousId, so the three
+# kinds of client-chosen ids look each other up (but a userId never matches an anonymousId).
+_TWINS: dict[str, tuple[IdentifierKind, ...]] = {
+    "user_id": ("previous_id",),
+    "anonymous_id": ("previous_id",),
+    "previous_id": ("user_id", "anonymous_id"),
+}
 _PHONE_NOISE = re.compile(r"[\s\-().]")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -69,6 +83,16 @@ def identifiers_of(event: Envelope) -> list[Identifier]:
     if event.type == "alias":
         previous = _text(payload.get("previousId"))
         if previous is not None:
-            # The previous id may have been a userId or an anonymousId; Segment does not say.
-            found.add(Identifier("anonymous_id", previous))
+            found.add(Identifier("previous_id", previous))
     return sorted(found, key=lambda i: (i.strength, i.value))
+
+
+def lookup_keys(identifier: Identifier) -> list[Identifier]:
+    """The identifier and the twins under which an alias may have recorded the same id."""
+    twins = _TWINS.get(identifier.kind, ())
+    return [identifier, *(Identifier(kind, identifier.value) for kind in twins)]
+
+
+def explicit_customer_id(event: Envelope) -> str | None:
+    """Tracked opens and clicks, and back-office changes, name the canonical customer id."""
+    return _text(event.payload.get("customerId"))

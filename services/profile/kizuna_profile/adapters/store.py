@@ -1,0 +1,406 @@
+"""The profile tables, read and written with set-based statements (one per step, never one
+round trip per event)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from kizuna.envelope import Envelope
+from kizuna_profile.domain.identity import Identifier
+from kizuna_profile.domain.orders import OrderFact
+
+
+class ConcurrentChange(Exception):
+    """Another consumer changed what this batch read; the batch is retried from the start."""
+
+
+def lock_key(workspace_id: str, *parts: str) -> int:
+    digest = hashlib.blake2b("\0".join((workspace_id, *parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def erasure_key(workspace_id: str, kind: str, value: str) -> str:
+    """What is kept of an erased identifier: a hash, so the tombstone holds no personal data."""
+    return hashlib.sha256(f"{workspace_id}\0{kind}\0{value}".encode()).hexdigest()
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+@dataclass(frozen=True)
+class CustomerRow:
+    id: str
+    user_id: str | None
+    first_seen_at: datetime
+    record: dict[str, Any]
+
+
+async def stored_events(
+    conn: AsyncConnection, workspace_id: str, event_ids: Sequence[str]
+) -> dict[str, str]:
+    """Event id → its customer, for the events already stored."""
+    rows = await conn.execute(
+        sa.text(
+            "SELECT event_id, customer_id FROM profile_events"
+            " WHERE workspace_id = :ws AND event_id = ANY(CAST(:ids AS text[]))"
+        ),
+        {"ws": workspace_id, "ids": list(event_ids)},
+    )
+    return {row.event_id: row.customer_id for row in rows}
+
+
+async def merges_caused_by(
+    conn: AsyncConnection, workspace_id: str, event_ids: Sequence[str]
+) -> list[tuple[str, str, str]]:
+    rows = await conn.execute(
+        sa.text(
+            "SELECT absorbed_id, survivor_id, cause_event_id FROM profile_merges"
+            " WHERE workspace_id = :ws AND cause_event_id = ANY(CAST(:ids AS text[]))"
+        ),
+        {"ws": workspace_id, "ids": list(event_ids)},
+    )
+    return [(row.absorbed_id, row.survivor_id, row.cause_event_id) for row in rows]
+
+
+async def erased_at(
+    conn: AsyncConnection, workspace_id: str, keys: Iterable[str]
+) -> dict[str, datetime]:
+    rows = await conn.execute(
+        sa.text(
+            "SELECT key_hash, erased_at FROM profile_erasures"
+            " WHERE workspace_id = :ws AND key_hash = ANY(CAST(:keys AS text[]))"
+        ),
+        {"ws": workspace_id, "keys": sorted(set(keys))},
+    )
+    return {row.key_hash: row.erased_at for row in rows}
+
+
+async def lock(conn: AsyncConnection, keys: Iterable[int]) -> None:
+    """Transaction-scoped advisory locks, always taken in sorted order so that two consumers
+    never wait on each other in a cycle."""
+    ordered = sorted(set(keys))
+    if ordered:
+        await conn.execute(
+            sa.text(
+                "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:keys AS bigint[])) k"
+            ),
+            {"keys": ordered},
+        )
+
+
+async def owners(
+    conn: AsyncConnection, workspace_id: str, identifiers: Iterable[Identifier]
+) -> dict[Identifier, str]:
+    wanted = sorted(set(identifiers))
+    if not wanted:
+        return {}
+    rows = await conn.execute(
+        sa.text(
+            "SELECT i.kind, i.value, i.customer_id FROM profile_identifiers i"
+            " JOIN unnest(CAST(:kinds AS text[]), CAST(:vals AS text[])) w(kind, value)"
+            " ON i.kind = w.kind AND i.value = w.value WHERE i.workspace_id = :ws"
+        ),
+        {"ws": workspace_id, "kinds": [i.kind for i in wanted], "vals": [i.value for i in wanted]},
+    )
+    return {Identifier(row.kind, row.value): row.customer_id for row in rows}
+
+
+async def current_ids(
+    conn: AsyncConnection, workspace_id: str, customer_ids: Iterable[str]
+) -> dict[str, str]:
+    """Each id as it is now: itself if it exists, its survivor if merged; erased or unknown ids
+    are left out."""
+    ids = sorted(set(customer_ids))
+    if not ids:
+        return {}
+    rows = await conn.execute(
+        sa.text(
+            "SELECT w.id AS asked, coalesce(m.survivor_id, c.id) AS current"
+            " FROM unnest(CAST(:ids AS text[])) w(id)"
+            " LEFT JOIN profile_merges m ON m.workspace_id = :ws AND m.absorbed_id = w.id"
+            " LEFT JOIN profile_customers c ON c.workspace_id = :ws AND c.id = w.id"
+            " WHERE m.survivor_id IS NOT NULL OR c.id IS NOT NULL"
+        ),
+        {"ws": workspace_id, "ids": ids},
+    )
+    return {row.asked: row.current for row in rows}
+
+
+async def lock_customers(
+    conn: AsyncConnection, workspace_id: str, customer_ids: Iterable[str]
+) -> dict[str, CustomerRow]:
+    ids = sorted(set(customer_ids))
+    if not ids:
+        return {}
+    rows = await conn.execute(
+        sa.text(
+            "SELECT id, user_id, first_seen_at, record FROM profile_customers"
+            " WHERE workspace_id = :ws AND id = ANY(CAST(:ids AS text[]))"
+            " ORDER BY id FOR UPDATE"
+        ),
+        {"ws": workspace_id, "ids": ids},
+    )
+    found = {
+        row.id: CustomerRow(row.id, row.user_id, row.first_seen_at, row.record) for row in rows
+    }
+    if len(found) != len(ids):
+        raise ConcurrentChange("a customer was merged or erased while this batch was resolved")
+    return found
+
+
+async def apply_merges(
+    conn: AsyncConnection, workspace_id: str, merges: dict[str, tuple[str, str]]
+) -> None:
+    """Moves everything of each absorbed customer to its survivor, leaves a redirect."""
+    if not merges:
+        return
+    absorbed = list(merges)
+    params = {
+        "ws": workspace_id,
+        "absorbed": absorbed,
+        "survivors": [merges[a][0] for a in absorbed],
+        "causes": [merges[a][1] for a in absorbed],
+    }
+    moves = "unnest(CAST(:absorbed AS text[]), CAST(:survivors AS text[])) m(a, s)"
+    for table in ("profile_identifiers", "profile_events", "profile_orders"):
+        await conn.execute(
+            sa.text(
+                f"UPDATE {table} t SET customer_id = m.s FROM {moves}"  # noqa: S608
+                " WHERE t.workspace_id = :ws AND t.customer_id = m.a"
+            ),
+            params,
+        )
+    await conn.execute(
+        sa.text(
+            f"UPDATE profile_merges t SET survivor_id = m.s FROM {moves}"  # noqa: S608
+            " WHERE t.workspace_id = :ws AND t.survivor_id = m.a"
+        ),
+        params,
+    )
+    await conn.execute(
+        sa.text(
+            "INSERT INTO profile_merges (workspace_id, absorbed_id, survivor_id, cause_event_id)"
+            " SELECT :ws, a, s, c FROM unnest(CAST(:absorbed AS text[]),"
+            " CAST(:survivors AS text[]), CAST(:causes AS text[])) m(a, s, c)"
+        ),
+        params,
+    )
+    for table, column in (("profile_customers", "id"), ("profile_segments", "customer_id")):
+        await conn.execute(
+            sa.text(
+                f"DELETE FROM {table} WHERE workspace_id = :ws"  # noqa: S608
+                f" AND {column} = ANY(CAST(:absorbed AS text[]))"
+            ),
+            params,
+        )
+
+
+async def add_identifiers(
+    conn: AsyncConnection, workspace_id: str, identifiers: dict[Identifier, str]
+) -> None:
+    if not identifiers:
+        return
+    items = sorted(identifiers.items())
+    result = await conn.execute(
+        sa.text(
+            "INSERT INTO profile_identifiers (workspace_id, kind, value, customer_id)"
+            " SELECT :ws, k, v, c FROM unnest(CAST(:kinds AS text[]), CAST(:vals AS text[]),"
+            " CAST(:customers AS text[])) n(k, v, c) ON CONFLICT DO NOTHING"
+        ),
+        {
+            "ws": workspace_id,
+            "kinds": [i.kind for i, _ in items],
+            "vals": [i.value for i, _ in items],
+            "customers": [c for _, c in items],
+        },
+    )
+    if result.rowcount != len(items):
+        raise ConcurrentChange("an identifier was claimed by another consumer")
+
+
+async def add_events(
+    conn: AsyncConnection, workspace_id: str, events: Sequence[tuple[Envelope, str]]
+) -> None:
+    if not events:
+        return
+    result = await conn.execute(
+        sa.text(
+            "INSERT INTO profile_events (workspace_id, event_id, customer_id, type, name,"
+            " occurred_at, received_at, payload)"
+            " SELECT :ws, e, c, t, n, o, r, CAST(p AS jsonb) FROM unnest(CAST(:ids AS text[]),"
+            " CAST(:customers AS text[]), CAST(:types AS text[]), CAST(:names AS text[]),"
+            " CAST(:occurred AS timestamptz[]), CAST(:received AS timestamptz[]),"
+            " CAST(:payloads AS text[])) x(e, c, t, n, o, r, p) ON CONFLICT DO NOTHING"
+        ),
+        {
+            "ws": workspace_id,
+            "ids": [e.id for e, _ in events],
+            "customers": [c for _, c in events],
+            "types": [e.type for e, _ in events],
+            "names": [event_name(e) for e, _ in events],
+            "occurred": [e.occurred_at for e, _ in events],
+            "received": [e.received_at for e, _ in events],
+            "payloads": [_json(e.payload) for e, _ in events],
+        },
+    )
+    if result.rowcount != len(events):
+        raise ConcurrentChange("another consumer stored one of these events first")
+
+
+def event_name(event: Envelope) -> str | None:
+    name = event.payload.get("event") if event.type == "track" else event.payload.get("name")
+    return name if isinstance(name, str) else None
+
+
+@dataclass(frozen=True)
+class CustomerWrite:
+    id: str
+    user_id: str | None
+    first_seen_at: datetime
+    last_seen_at: datetime
+    events_count: int
+    traits: dict[str, Any]
+    record: dict[str, Any]
+    last_email_opened_at: datetime | None
+    last_email_clicked_at: datetime | None
+
+
+async def save_customers(
+    conn: AsyncConnection, workspace_id: str, customers: Sequence[CustomerWrite]
+) -> None:
+    if not customers:
+        return
+    await conn.execute(
+        sa.text(
+            "INSERT INTO profile_customers (workspace_id, id, user_id, first_seen_at,"
+            " last_seen_at, events_count, traits, record, last_email_opened_at,"
+            " last_email_clicked_at, updated_at)"
+            " SELECT :ws, i, u, f, l, n, CAST(t AS jsonb), CAST(r AS jsonb), o, c, now()"
+            " FROM unnest(CAST(:ids AS text[]), CAST(:users AS text[]),"
+            " CAST(:firsts AS timestamptz[]), CAST(:lasts AS timestamptz[]),"
+            " CAST(:counts AS bigint[]), CAST(:traits AS text[]), CAST(:records AS text[]),"
+            " CAST(:opened AS timestamptz[]), CAST(:clicked AS timestamptz[]))"
+            " x(i, u, f, l, n, t, r, o, c)"
+            " ON CONFLICT (workspace_id, id) DO UPDATE SET user_id = excluded.user_id,"
+            " first_seen_at = excluded.first_seen_at, last_seen_at = excluded.last_seen_at,"
+            " events_count = excluded.events_count, traits = excluded.traits,"
+            " record = excluded.record, last_email_opened_at = excluded.last_email_opened_at,"
+            " last_email_clicked_at = excluded.last_email_clicked_at, updated_at = now()"
+        ),
+        {
+            "ws": workspace_id,
+            "ids": [c.id for c in customers],
+            "users": [c.user_id for c in customers],
+            "firsts": [c.first_seen_at for c in customers],
+            "lasts": [c.last_seen_at for c in customers],
+            "counts": [c.events_count for c in customers],
+            "traits": [_json(c.traits) for c in customers],
+            "records": [_json(c.record) for c in customers],
+            "opened": [c.last_email_opened_at for c in customers],
+            "clicked": [c.last_email_clicked_at for c in customers],
+        },
+    )
+
+
+async def add_orders(
+    conn: AsyncConnection, workspace_id: str, facts: Sequence[tuple[OrderFact, str]]
+) -> None:
+    """Completed orders keep the first report of each order id; refunds add up."""
+    completed: dict[str, tuple[OrderFact, str]] = {}
+    refunds: dict[str, tuple[Decimal, bool, str]] = {}
+    for fact, customer in facts:
+        if fact.completed:
+            held = completed.get(fact.order_id)
+            if held is None or (fact.at, fact.event_id) < (held[0].at, held[0].event_id):
+                completed[fact.order_id] = (fact, customer)
+        else:
+            amount, full, _ = refunds.get(fact.order_id, (Decimal(0), False, customer))
+            refunds[fact.order_id] = (
+                amount + (fact.amount or Decimal(0)),
+                full or fact.amount is None,
+                customer,
+            )
+    if completed:
+        rows = list(completed.values())
+        await conn.execute(
+            sa.text(
+                "INSERT INTO profile_orders AS o (workspace_id, order_id, customer_id, ordered_at,"
+                " amount, currency, event_id)"
+                " SELECT :ws, i, c, t, a, cur, e FROM unnest(CAST(:ids AS text[]),"
+                " CAST(:customers AS text[]), CAST(:times AS timestamptz[]),"
+                " CAST(:amounts AS numeric[]), CAST(:currencies AS text[]),"
+                " CAST(:events AS text[])) x(i, c, t, a, cur, e)"
+                " ON CONFLICT (workspace_id, order_id) DO UPDATE SET"
+                " ordered_at = excluded.ordered_at, amount = excluded.amount,"
+                " currency = excluded.currency, event_id = excluded.event_id,"
+                " customer_id = CASE WHEN o.ordered_at IS NULL THEN excluded.customer_id"
+                " ELSE o.customer_id END"
+                " WHERE o.ordered_at IS NULL"
+                " OR (excluded.ordered_at, excluded.event_id) < (o.ordered_at, o.event_id)"
+            ),
+            {
+                "ws": workspace_id,
+                "ids": [f.order_id for f, _ in rows],
+                "customers": [c for _, c in rows],
+                "times": [f.at for f, _ in rows],
+                "amounts": [f.amount for f, _ in rows],
+                "currencies": [f.currency for f, _ in rows],
+                "events": [f.event_id for f, _ in rows],
+            },
+        )
+    if refunds:
+        order_ids = list(refunds)
+        await conn.execute(
+            sa.text(
+                "INSERT INTO profile_orders AS o (workspace_id, order_id, customer_id,"
+                " refunded_amount, fully_refunded)"
+                " SELECT :ws, i, c, a, f FROM unnest(CAST(:ids AS text[]),"
+                " CAST(:customers AS text[]), CAST(:amounts AS numeric[]),"
+                " CAST(:fulls AS boolean[])) x(i, c, a, f)"
+                " ON CONFLICT (workspace_id, order_id) DO UPDATE SET"
+                " refunded_amount = o.refunded_amount + excluded.refunded_amount,"
+                " fully_refunded = o.fully_refunded OR excluded.fully_refunded"
+            ),
+            {
+                "ws": workspace_id,
+                "ids": order_ids,
+                "customers": [refunds[i][2] for i in order_ids],
+                "amounts": [refunds[i][0] for i in order_ids],
+                "fulls": [refunds[i][1] for i in order_ids],
+            },
+        )
+
+
+async def refresh_order_facts(
+    conn: AsyncConnection, workspace_id: str, customer_ids: Iterable[str]
+) -> None:
+    """Orders count, net revenue and order times, recomputed from the orders themselves."""
+    ids = sorted(set(customer_ids))
+    if not ids:
+        return
+    await conn.execute(
+        sa.text(
+            "UPDATE profile_customers c SET orders_count = coalesce(a.n, 0),"
+            " revenue_total = coalesce(a.revenue, 0), first_order_at = a.first_at,"
+            " last_order_at = a.last_at"
+            " FROM unnest(CAST(:ids AS text[])) w(id) LEFT JOIN ("
+            "  SELECT customer_id, count(*) AS n, min(ordered_at) AS first_at,"
+            "  max(ordered_at) AS last_at, sum(CASE WHEN fully_refunded THEN 0"
+            "  ELSE greatest(amount - refunded_amount, 0) END) AS revenue"
+            "  FROM profile_orders WHERE workspace_id = :ws"
+            "  AND customer_id = ANY(CAST(:ids AS text[])) AND ordered_at IS NOT NULL"
+            "  GROUP BY customer_id) a ON a.customer_id = w.id"
+            " WHERE c.workspace_id = :ws AND c.id = w.id"
+        ),
+        {"ws": workspace_id, "ids": ids},
+    )

@@ -1,0 +1,116 @@
+"""Identity resolution for one batch of one workspace's new events. Pure: no I/O.
+
+Identifiers and customers are nodes of a graph; an event joins every identifier it names, the
+customers those identifiers already belong to, and the customer it names explicitly. Each
+connected component is one person: one customer. Components are the same whatever order the
+events arrive in, which is what makes merging order-independent."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from kizuna_profile.domain.identity import Identifier, lookup_keys
+
+
+@dataclass(frozen=True)
+class EventRefs:
+    event_id: str
+    identifiers: tuple[Identifier, ...]
+    customer_id: str | None = None  # named explicitly (tracked links, back office), resolved
+
+
+@dataclass(frozen=True)
+class KnownCustomer:
+    id: str
+    has_user_id: bool
+    first_seen_at: datetime
+
+    def survivor_rank(self) -> tuple[bool, datetime, str]:
+        """A merge keeps the customer known by a userId, then the oldest, then the smallest id."""
+        return (not self.has_user_id, self.first_seen_at, self.id)
+
+
+@dataclass
+class Plan:
+    customer_of_event: list[str] = field(default_factory=list)
+    new_customers: dict[str, list[Identifier]] = field(default_factory=dict)
+    merges: dict[str, tuple[str, str]] = field(default_factory=dict)  # absorbed → (survivor, cause)
+    new_identifiers: dict[Identifier, str] = field(default_factory=dict)
+    absorbed_into: dict[str, list[str]] = field(default_factory=dict)  # survivor → absorbed
+
+
+class _DisjointSet:
+    def __init__(self) -> None:
+        self.parent: dict[Hashable, Hashable] = {}
+
+    def find(self, node: Hashable) -> Hashable:
+        self.parent.setdefault(node, node)
+        root = node
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[node] != root:
+            self.parent[node], node = root, self.parent[node]
+        return root
+
+    def union(self, a: Hashable, b: Hashable) -> None:
+        root_a, root_b = self.find(a), self.find(b)
+        if root_a != root_b:
+            self.parent[root_b] = root_a
+
+
+NewCustomerId = Callable[[list[Identifier], str], str]
+
+
+def plan(
+    events: Sequence[EventRefs],
+    owner_of: Mapping[Identifier, str],
+    customers: Mapping[str, KnownCustomer],
+    new_customer_id: NewCustomerId,
+) -> Plan:
+    """``owner_of`` maps every known identifier (including alias twins) to its customer;
+    ``customers`` describes every customer they name. ``new_customer_id`` names a new customer
+    from its identifiers and the smallest id of the events that created it."""
+    sets = _DisjointSet()
+    for index, event in enumerate(events):
+        node = ("event", index)
+        sets.find(node)
+        for identifier in event.identifiers:
+            sets.union(node, ("identifier", identifier))
+            for key in lookup_keys(identifier):
+                if key in owner_of:
+                    sets.union(node, ("customer", owner_of[key]))
+        if event.customer_id is not None:
+            sets.union(node, ("customer", event.customer_id))
+
+    members: dict[Hashable, list[int]] = {}
+    for index in range(len(events)):
+        members.setdefault(sets.find(("event", index)), []).append(index)
+    existing: dict[Hashable, set[str]] = {}
+    for customer_id in customers:
+        existing.setdefault(sets.find(("customer", customer_id)), set()).add(customer_id)
+
+    result = Plan(customer_of_event=[""] * len(events))
+    for root, indexes in members.items():
+        identifiers = sorted(
+            {i for index in indexes for i in events[index].identifiers},
+            key=lambda i: (i.strength, i.value),
+        )
+        cause = min(events[index].event_id for index in indexes)
+        found = sorted(existing.get(root, ()), key=lambda c: customers[c].survivor_rank())
+        if found:
+            survivor = found[0]
+            for absorbed in found[1:]:
+                result.merges[absorbed] = (survivor, cause)
+            if len(found) > 1:
+                result.absorbed_into[survivor] = found[1:]
+        else:
+            survivor = new_customer_id(identifiers, cause)
+            result.new_customers[survivor] = identifiers
+        for index in indexes:
+            result.customer_of_event[index] = survivor
+        for identifier in identifiers:
+            if identifier not in owner_of:  # known ones follow their customer into the survivor
+                result.new_identifiers[identifier] = survivor
+    return result

@@ -1,0 +1,217 @@
+"""Resolving a batch of raw events: deduplicate, resolve identities, merge, store, and say what
+to publish. Runs in one transaction; the caller publishes after it commits."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from kizuna.envelope import Envelope
+from kizuna_profile.adapters import store
+from kizuna_profile.domain import codec, record
+from kizuna_profile.domain.identity import (
+    Identifier,
+    explicit_customer_id,
+    identifiers_of,
+    lookup_keys,
+)
+from kizuna_profile.domain.orders import OrderFact, order_fact
+from kizuna_profile.domain.resolution import EventRefs, KnownCustomer, NewCustomerId, Plan, plan
+
+MERGED = "customer.merged"
+
+
+@dataclass
+class Outcome:
+    resolved: list[Envelope] = field(default_factory=list)
+    lifecycle: list[Envelope] = field(default_factory=list)
+    stored: int = 0
+    duplicates: int = 0
+    dropped: int = 0
+
+
+def resolved_form(event: Envelope, customer_id: str) -> Envelope:
+    """The raw event, now keyed by and carrying its canonical customer id."""
+    return event.model_copy(
+        update={
+            "customer_key": customer_id,
+            "payload": {**event.payload, "customerId": customer_id},
+        }
+    )
+
+
+def merged_event(workspace_id: str, absorbed: str, survivor: str, cause: str) -> Envelope:
+    return Envelope.new(
+        MERGED,
+        workspace_id,
+        survivor,
+        {"absorbed_id": absorbed, "survivor_id": survivor, "cause_event_id": cause},
+        event_id=f"merged:{absorbed}",
+    )
+
+
+def new_customer_id(workspace_id: str) -> NewCustomerId:
+    def make(identifiers: list[Identifier], cause: str) -> str:
+        first = identifiers[0] if identifiers else Identifier("anonymous_id", "")
+        seed = f"{workspace_id}\0{first.kind}\0{first.value}\0{cause}".encode()
+        return "c_" + hashlib.sha256(seed).hexdigest()[:24]
+
+    return make
+
+
+async def process(conn: AsyncConnection, events: Sequence[Envelope]) -> Outcome:
+    outcome = Outcome()
+    by_workspace: dict[str, dict[str, Envelope]] = {}
+    for event in events:
+        by_workspace.setdefault(event.workspace_id, {}).setdefault(event.id, event)
+    outcome.duplicates = len(events) - sum(len(batch) for batch in by_workspace.values())
+    for workspace_id, unique in sorted(by_workspace.items()):
+        await _process_workspace(conn, workspace_id, list(unique.values()), outcome)
+    return outcome
+
+
+async def _process_workspace(
+    conn: AsyncConnection, workspace_id: str, events: list[Envelope], outcome: Outcome
+) -> None:
+    stored = await store.stored_events(conn, workspace_id, [e.id for e in events])
+    if stored:
+        outcome.duplicates += len(stored)
+        outcome.resolved.extend(resolved_form(e, stored[e.id]) for e in events if e.id in stored)
+        for absorbed, survivor, cause in await store.merges_caused_by(
+            conn, workspace_id, list(stored)
+        ):
+            outcome.lifecycle.append(merged_event(workspace_id, absorbed, survivor, cause))
+    fresh = [e for e in events if e.id not in stored]
+    refs = [EventRefs(e.id, tuple(identifiers_of(e)), explicit_customer_id(e)) for e in fresh]
+    fresh, refs = await _without_erased(conn, workspace_id, fresh, refs, outcome)
+    if not fresh:
+        return
+
+    keys = {k for ref in refs for i in ref.identifiers for k in lookup_keys(i)}
+    named = {ref.customer_id for ref in refs if ref.customer_id is not None}
+    await store.lock(
+        conn,
+        [store.lock_key(workspace_id, k.kind, k.value) for k in keys]
+        + [store.lock_key(workspace_id, "customer", c) for c in named],
+    )
+    owner_of = await store.owners(conn, workspace_id, keys)
+    current = await store.current_ids(conn, workspace_id, named)
+    kept = [
+        i for i, ref in enumerate(refs) if ref.customer_id is None or ref.customer_id in current
+    ]
+    outcome.dropped += len(refs) - len(kept)  # they name a customer that no longer exists
+    fresh = [fresh[i] for i in kept]
+    refs = [
+        EventRefs(r.event_id, r.identifiers, current.get(r.customer_id) if r.customer_id else None)
+        for r in (refs[i] for i in kept)
+    ]
+    if not fresh:
+        return
+    rows = await store.lock_customers(
+        conn,
+        workspace_id,
+        {*owner_of.values(), *(r.customer_id for r in refs if r.customer_id is not None)},
+    )
+    known = {
+        row.id: KnownCustomer(row.id, row.user_id is not None, row.first_seen_at)
+        for row in rows.values()
+    }
+    result = plan(refs, owner_of, known, new_customer_id(workspace_id))
+
+    await store.apply_merges(conn, workspace_id, result.merges)
+    await store.add_identifiers(conn, workspace_id, result.new_identifiers)
+    assigned = list(zip(fresh, result.customer_of_event, strict=True))
+    await store.add_events(conn, workspace_id, assigned)
+    await store.save_customers(conn, workspace_id, _updated_customers(assigned, refs, rows, result))
+    facts: list[tuple[OrderFact, str]] = []
+    for event, customer in assigned:
+        fact = order_fact(event)
+        if fact is not None:
+            facts.append((fact, customer))
+    await store.add_orders(conn, workspace_id, facts)
+    await store.refresh_order_facts(
+        conn, workspace_id, {c for _, c in facts} | set(result.absorbed_into)
+    )
+    for absorbed, (survivor, cause) in sorted(result.merges.items()):
+        outcome.lifecycle.append(merged_event(workspace_id, absorbed, survivor, cause))
+    outcome.stored += len(assigned)
+    outcome.resolved.extend(resolved_form(event, customer) for event, customer in assigned)
+
+
+async def _without_erased(
+    conn: AsyncConnection,
+    workspace_id: str,
+    events: list[Envelope],
+    refs: list[EventRefs],
+    outcome: Outcome,
+) -> tuple[list[Envelope], list[EventRefs]]:
+    """Drops events that happened before their person was erased: late arrivals must not
+    bring the person back."""
+
+    def keys_of(ref: EventRefs) -> list[str]:
+        keys = [
+            store.erasure_key(workspace_id, k.kind, k.value)
+            for i in ref.identifiers
+            for k in lookup_keys(i)
+        ]
+        if ref.customer_id is not None:
+            keys.append(store.erasure_key(workspace_id, "customer", ref.customer_id))
+        return keys
+
+    erased = await store.erased_at(conn, workspace_id, (k for ref in refs for k in keys_of(ref)))
+    if not erased:
+        return events, refs
+    kept_events, kept_refs = [], []
+    for event, ref in zip(events, refs, strict=True):
+        if any(k in erased and event.occurred_at <= erased[k] for k in keys_of(ref)):
+            outcome.dropped += 1
+        else:
+            kept_events.append(event)
+            kept_refs.append(ref)
+    return kept_events, kept_refs
+
+
+def _updated_customers(
+    assigned: list[tuple[Envelope, str]],
+    refs: list[EventRefs],
+    rows: dict[str, store.CustomerRow],
+    result: Plan,
+) -> list[store.CustomerWrite]:
+    records: dict[str, record.Record] = {}
+    user_ids: dict[str, set[str]] = {}
+    for survivor in set(result.customer_of_event):
+        parts = [survivor, *result.absorbed_into.get(survivor, [])]
+        merged = record.Record()
+        for part in parts:
+            row = rows.get(part)
+            if row is not None:
+                merged = record.merge(merged, codec.from_json(row.record))
+                if row.user_id is not None:
+                    user_ids.setdefault(survivor, set()).add(row.user_id)
+        records[survivor] = merged
+    for (event, customer), ref in zip(assigned, refs, strict=True):
+        records[customer] = record.observe(records[customer], event)
+        for identifier in ref.identifiers:
+            if identifier.kind == "user_id":
+                user_ids.setdefault(customer, set()).add(identifier.value)
+    writes = []
+    for customer, value in sorted(records.items()):
+        assert value.first_seen_at is not None
+        assert value.last_seen_at is not None
+        writes.append(
+            store.CustomerWrite(
+                id=customer,
+                user_id=min(user_ids[customer]) if customer in user_ids else None,
+                first_seen_at=value.first_seen_at,
+                last_seen_at=value.last_seen_at,
+                events_count=value.events_count,
+                traits=record.plain_traits(value),
+                record=codec.to_json(value),
+                last_email_opened_at=value.last_email_opened_at,
+                last_email_clicked_at=value.last_email_clicked_at,
+            )
+        )
+    return writes
