@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
 
 revision: str = "profile_0001"
@@ -108,6 +109,13 @@ def upgrade() -> None:
         sa.Column("customer_id", sa.Text, nullable=False),
     )
     op.create_table(
+        "profile_erased_customers",
+        sa.Column("workspace_id", sa.Text, primary_key=True),
+        sa.Column("customer_id", sa.Text, primary_key=True),
+        sa.Column("erased_at", TS, nullable=False),
+        sa.Column("absorbed_ids", postgresql.ARRAY(sa.Text), nullable=False),
+    )
+    op.create_table(
         "profile_segments",
         sa.Column("workspace_id", sa.Text, primary_key=True),
         sa.Column("customer_id", sa.Text, primary_key=True),
@@ -147,6 +155,7 @@ def downgrade() -> None:
     for table in (
         "profile_imports",
         "profile_segments",
+        "profile_erased_customers",
         "profile_erasures",
         "profile_merges",
         "profile_orders",
