@@ -68,7 +68,7 @@ class Profiles:
     engine: AsyncEngine
     bus: Bus
     settings: ProfileSettings
-    published: list[handlers.Outcome] = field(default_factory=list)
+    published: list[handlers.Outcome] = field(default_factory=list, repr=False)
 
     async def feed(self, *events: Envelope) -> handlers.Outcome:
         outcome = await consumers.resolve_and_publish(self.engine, self.bus, list(events))

@@ -73,12 +73,14 @@ def plan(
     ``customers`` describes every customer they name. ``new_customer_id`` names a new customer
     from its identifiers and the smallest id of the events that created it."""
     sets = _DisjointSet()
+    in_batch = {identifier for event in events for identifier in event.identifiers}
     for index, event in enumerate(events):
         node = ("event", index)
         sets.find(node)
         for identifier in event.identifiers:
-            sets.union(node, ("identifier", identifier))
             for key in lookup_keys(identifier):
+                if key == identifier or key in in_batch:
+                    sets.union(node, ("identifier", key))
                 if key in owner_of:
                     sets.union(node, ("customer", owner_of[key]))
         if event.customer_id is not None:
