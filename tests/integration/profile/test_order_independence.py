@@ -3,6 +3,7 @@ customers (ADR 0005). Runs the real consumer path against real PostgreSQL."""
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from typing import Any
 
@@ -179,7 +180,7 @@ async def snapshot(profiles: Profiles, ws: str) -> list[dict[str, Any]]:
 
 def batches(events: list[Envelope], cuts: list[int]) -> list[list[Envelope]]:
     bounds = sorted({0, len(events), *(c % (len(events) + 1) for c in cuts)})
-    return [events[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if events[a:b]]
+    return [events[a:b] for a, b in itertools.pairwise(bounds) if events[a:b]]
 
 
 @settings(
