@@ -11,10 +11,11 @@ from kizuna import topics
 from kizuna.bus import Bus, BusMessage, ConsumerRunner, Decoded, OutgoingMessage
 from kizuna.envelope import Envelope
 from kizuna.service import ServiceContext, consumer_runner
-from kizuna_profile import handlers, metrics, segments
+from kizuna_profile import handlers, metrics, outcomes, segments
 
 RAW_EVENTS_GROUP = "profile"
 SEGMENTS_GROUP = "profile-segments"
+OUTCOMES_GROUP = "profile-outcomes"
 log = structlog.get_logger(__name__)
 
 
@@ -61,3 +62,13 @@ def segment_changes_consumer(context: ServiceContext) -> ConsumerRunner[Envelope
             await segments.apply_changes(conn, [item.value for item in batch])
 
     return consumer_runner(context, SEGMENTS_GROUP, [topics.SEGMENT_CHANGES], decode, handle)
+
+
+def delivery_outcomes_consumer(context: ServiceContext) -> ConsumerRunner[Envelope]:
+    async def handle(batch: Sequence[Decoded[Envelope]]) -> None:
+        events = [outcomes.as_tracked_event(item.value) for item in batch]
+        relevant = [event for event in events if event is not None]
+        if relevant:
+            await resolve_and_publish(context.engine, context.bus, relevant)
+
+    return consumer_runner(context, OUTCOMES_GROUP, [topics.DELIVERY_OUTCOMES], decode, handle)

@@ -15,7 +15,11 @@ def create_app(settings: ProfileSettings | None = None) -> FastAPI:
             imports_api.router,
             kpis_api.router,
         ],
-        consumers=[consumers.raw_events_consumer, consumers.segment_changes_consumer],
+        consumers=[
+            consumers.raw_events_consumer,
+            consumers.segment_changes_consumer,
+            consumers.delivery_outcomes_consumer,
+        ],
         background=[retention.every_hour(settings)],
         description="One record per customer: identities, traits, consent, history, imports.",
     )
