@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kizuna.envelope import Envelope
+from kizuna.orders import OrderFact, order_fact
 from kizuna_profile.adapters import store
 from kizuna_profile.domain import codec, record
 from kizuna_profile.domain.identity import (
@@ -18,7 +19,6 @@ from kizuna_profile.domain.identity import (
     identifiers_of,
     lookup_keys,
 )
-from kizuna_profile.domain.orders import OrderFact, order_fact
 from kizuna_profile.domain.resolution import EventRefs, KnownCustomer, NewCustomerId, Plan, plan
 
 MERGED = "customer.merged"

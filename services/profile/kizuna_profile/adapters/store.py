@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kizuna.envelope import Envelope
+from kizuna.orders import OrderFact
 from kizuna_profile.domain.identity import Identifier
-from kizuna_profile.domain.orders import OrderFact
 
 
 class ConcurrentChange(Exception):

@@ -1,4 +1,5 @@
-"""What an ``Order Completed`` or ``Order Refunded`` event says about an order. Pure: no I/O."""
+"""What an ``Order Completed`` or ``Order Refunded`` event says about an order: the reading of
+the Segment e-commerce spec every service shares (an event contract, not a business rule)."""
 
 from __future__ import annotations
 
