@@ -1,0 +1,419 @@
+"""The segmenter's tables: orders, customers' RFM state, boundaries, settings, history, outbox."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from kizuna.envelope import Envelope
+from kizuna.orders import OrderFact
+from kizuna_segmenter.domain.rfm import QUINTILES, Bounds, TierRule
+
+DEFAULT_WINDOW_DAYS = 365
+
+
+async def first_seen(
+    conn: AsyncConnection, workspace_id: str, event_ids: Sequence[str]
+) -> set[str]:
+    """Records the events and returns those never seen before."""
+    if not event_ids:
+        return set()
+    rows = await conn.execute(
+        sa.text(
+            "INSERT INTO seg_seen_events (workspace_id, event_id)"
+            " SELECT :ws, unnest(CAST(:ids AS text[])) ON CONFLICT DO NOTHING RETURNING event_id"
+        ),
+        {"ws": workspace_id, "ids": list(event_ids)},
+    )
+    return {row.event_id for row in rows}
+
+
+async def add_orders(
+    conn: AsyncConnection, workspace_id: str, facts: Sequence[tuple[OrderFact, str]]
+) -> None:
+    """Completed orders keep the first report of each order id; refunds add up."""
+    completed: dict[str, tuple[OrderFact, str]] = {}
+    refunds: dict[str, tuple[Decimal, bool, str]] = {}
+    for fact, customer in facts:
+        if fact.completed:
+            held = completed.get(fact.order_id)
+            if held is None or (fact.at, fact.event_id) < (held[0].at, held[0].event_id):
+                completed[fact.order_id] = (fact, customer)
+        else:
+            amount, full, _ = refunds.get(fact.order_id, (Decimal(0), False, customer))
+            refunds[fact.order_id] = (
+                amount + (fact.amount or Decimal(0)),
+                full or fact.amount is None,
+                customer,
+            )
+    if completed:
+        rows = list(completed.values())
+        await conn.execute(
+            sa.text(
+                "INSERT INTO seg_orders AS o (workspace_id, order_id, customer_id, ordered_at,"
+                " amount, event_id)"
+                " SELECT :ws, i, c, t, a, e FROM unnest(CAST(:ids AS text[]),"
+                " CAST(:customers AS text[]), CAST(:times AS timestamptz[]),"
+                " CAST(:amounts AS numeric[]), CAST(:events AS text[])) x(i, c, t, a, e)"
+                " ON CONFLICT (workspace_id, order_id) DO UPDATE SET"
+                " ordered_at = excluded.ordered_at, amount = excluded.amount,"
+                " event_id = excluded.event_id,"
+                " customer_id = CASE WHEN o.ordered_at IS NULL THEN excluded.customer_id"
+                " ELSE o.customer_id END"
+                " WHERE o.ordered_at IS NULL"
+                " OR (excluded.ordered_at, excluded.event_id) < (o.ordered_at, o.event_id)"
+            ),
+            {
+                "ws": workspace_id,
+                "ids": [f.order_id for f, _ in rows],
+                "customers": [c for _, c in rows],
+                "times": [f.at for f, _ in rows],
+                "amounts": [f.amount for f, _ in rows],
+                "events": [f.event_id for f, _ in rows],
+            },
+        )
+    if refunds:
+        order_ids = list(refunds)
+        await conn.execute(
+            sa.text(
+                "INSERT INTO seg_orders AS o (workspace_id, order_id, customer_id,"
+                " refunded_amount, fully_refunded)"
+                " SELECT :ws, i, c, a, f FROM unnest(CAST(:ids AS text[]),"
+                " CAST(:customers AS text[]), CAST(:amounts AS numeric[]),"
+                " CAST(:fulls AS boolean[])) x(i, c, a, f)"
+                " ON CONFLICT (workspace_id, order_id) DO UPDATE SET"
+                " refunded_amount = o.refunded_amount + excluded.refunded_amount,"
+                " fully_refunded = o.fully_refunded OR excluded.fully_refunded"
+            ),
+            {
+                "ws": workspace_id,
+                "ids": order_ids,
+                "customers": [refunds[i][2] for i in order_ids],
+                "amounts": [refunds[i][0] for i in order_ids],
+                "fulls": [refunds[i][1] for i in order_ids],
+            },
+        )
+
+
+@dataclass(frozen=True)
+class Settings:
+    window_days: int
+    tiers: tuple[TierRule, ...] | None  # None: the default map
+
+
+def tiers_from_json(data: Any) -> tuple[TierRule, ...]:
+    return tuple(
+        TierRule(t["id"], t["name"], tuple(t["recency"]), tuple(t["frequency"])) for t in data
+    )
+
+
+def tiers_to_json(tiers: Iterable[TierRule]) -> list[dict[str, Any]]:
+    return [
+        {"id": t.id, "name": t.name, "recency": list(t.recency), "frequency": list(t.frequency)}
+        for t in tiers
+    ]
+
+
+async def settings_of(conn: AsyncConnection, workspace_id: str) -> Settings:
+    row = (
+        await conn.execute(
+            sa.text("SELECT window_days, tiers FROM seg_settings WHERE workspace_id = :ws"),
+            {"ws": workspace_id},
+        )
+    ).one_or_none()
+    if row is None:
+        return Settings(DEFAULT_WINDOW_DAYS, None)
+    return Settings(row.window_days, tiers_from_json(row.tiers) if row.tiers else None)
+
+
+async def save_settings(
+    conn: AsyncConnection, workspace_id: str, window_days: int, tiers: Sequence[TierRule] | None
+) -> None:
+    await conn.execute(
+        sa.text(
+            "INSERT INTO seg_settings (workspace_id, window_days, tiers, updated_at)"
+            " VALUES (:ws, :window, CAST(:tiers AS jsonb), now())"
+            " ON CONFLICT (workspace_id) DO UPDATE SET window_days = excluded.window_days,"
+            " tiers = excluded.tiers, updated_at = now()"
+        ),
+        {
+            "ws": workspace_id,
+            "window": window_days,
+            "tiers": orjson.dumps(tiers_to_json(tiers) if tiers else []).decode(),
+        },
+    )
+
+
+async def bounds_of(conn: AsyncConnection, workspace_id: str) -> tuple[Bounds, datetime | None]:
+    row = (
+        await conn.execute(
+            sa.text("SELECT * FROM seg_bounds WHERE workspace_id = :ws"), {"ws": workspace_id}
+        )
+    ).one_or_none()
+    if row is None:
+        return Bounds(), None
+
+    def cuts(values: list[float] | None) -> tuple[float, ...] | None:
+        return None if values is None else tuple(values)
+
+    return (
+        Bounds(cuts(row.recency_days), cuts(row.frequency), cuts(row.monetary), row.buyers),
+        row.computed_at,
+    )
+
+
+async def buyers_count(conn: AsyncConnection, workspace_id: str) -> int:
+    return int(
+        await conn.scalar(
+            sa.text(
+                "SELECT count(*) FROM seg_customers WHERE workspace_id = :ws"
+                " AND last_order_at IS NOT NULL"
+            ),
+            {"ws": workspace_id},
+        )
+        or 0
+    )
+
+
+async def recompute_bounds(conn: AsyncConnection, workspace_id: str, now: datetime) -> Bounds:
+    """Quintile cut points of the workspace's buyers, in SQL."""
+    row = (
+        await conn.execute(
+            sa.text(
+                "SELECT count(*) AS buyers,"
+                " percentile_cont(CAST(:q AS float8[])) WITHIN GROUP"
+                "  (ORDER BY extract(epoch FROM (:now - last_order_at)) / 86400) AS r,"
+                " percentile_cont(CAST(:q AS float8[])) WITHIN GROUP (ORDER BY frequency) AS f,"
+                " percentile_cont(CAST(:q AS float8[])) WITHIN GROUP (ORDER BY monetary) AS m"
+                " FROM seg_customers WHERE workspace_id = :ws AND last_order_at IS NOT NULL"
+            ),
+            {"ws": workspace_id, "now": now, "q": list(QUINTILES)},
+        )
+    ).one()
+    await conn.execute(
+        sa.text(
+            "INSERT INTO seg_bounds (workspace_id, recency_days, frequency, monetary, buyers,"
+            " computed_at) VALUES (:ws, :r, :f, :m, :buyers, :now)"
+            " ON CONFLICT (workspace_id) DO UPDATE SET recency_days = excluded.recency_days,"
+            " frequency = excluded.frequency, monetary = excluded.monetary,"
+            " buyers = excluded.buyers, computed_at = excluded.computed_at"
+        ),
+        {"ws": workspace_id, "r": row.r, "f": row.f, "m": row.m, "buyers": row.buyers, "now": now},
+    )
+    return Bounds(
+        None if row.r is None else tuple(row.r),
+        None if row.f is None else tuple(row.f),
+        None if row.m is None else tuple(row.m),
+        row.buyers,
+    )
+
+
+@dataclass(frozen=True)
+class CustomerState:
+    customer_id: str
+    tier: str | None
+    changes: int
+
+
+async def lock_customers(
+    conn: AsyncConnection, workspace_id: str, customer_ids: Iterable[str]
+) -> dict[str, CustomerState]:
+    ids = sorted(set(customer_ids))
+    await conn.execute(
+        sa.text(
+            "INSERT INTO seg_customers (workspace_id, customer_id)"
+            " SELECT :ws, unnest(CAST(:ids AS text[])) ON CONFLICT DO NOTHING"
+        ),
+        {"ws": workspace_id, "ids": ids},
+    )
+    rows = await conn.execute(
+        sa.text(
+            "SELECT customer_id, tier, changes FROM seg_customers WHERE workspace_id = :ws"
+            " AND customer_id = ANY(CAST(:ids AS text[])) ORDER BY customer_id FOR UPDATE"
+        ),
+        {"ws": workspace_id, "ids": ids},
+    )
+    return {row.customer_id: CustomerState(row.customer_id, row.tier, row.changes) for row in rows}
+
+
+@dataclass(frozen=True)
+class OrderFacts:
+    first_order_at: datetime | None
+    last_order_at: datetime | None
+    frequency: int
+    monetary: Decimal
+    lifetime_orders: int
+    lifetime_revenue: Decimal
+    oldest_in_window: datetime | None
+
+
+async def order_facts(
+    conn: AsyncConnection,
+    workspace_id: str,
+    customer_ids: Iterable[str],
+    now: datetime,
+    window_days: int,
+) -> dict[str, OrderFacts]:
+    """Frequency and monetary count the orders of the last ``window_days`` that were not
+    refunded in full; monetary is net of refunds."""
+    rows = await conn.execute(
+        sa.text(
+            "SELECT customer_id, min(ordered_at) AS first_at, max(ordered_at) AS last_at,"
+            " count(*) FILTER (WHERE in_window) AS frequency,"
+            " coalesce(sum(net) FILTER (WHERE in_window), 0) AS monetary,"
+            " count(*) AS lifetime_orders, coalesce(sum(net), 0) AS lifetime_revenue,"
+            " min(ordered_at) FILTER (WHERE in_window) AS oldest_in_window"
+            " FROM (SELECT customer_id, ordered_at,"
+            "  greatest(amount - refunded_amount, 0) AS net,"
+            "  ordered_at > :since AND ordered_at <= :now AS in_window"
+            "  FROM seg_orders WHERE workspace_id = :ws"
+            "  AND customer_id = ANY(CAST(:ids AS text[]))"
+            "  AND ordered_at IS NOT NULL AND NOT fully_refunded) o"
+            " GROUP BY customer_id"
+        ),
+        {
+            "ws": workspace_id,
+            "ids": sorted(set(customer_ids)),
+            "now": now,
+            "since": now - timedelta(days=window_days),
+        },
+    )
+    return {
+        row.customer_id: OrderFacts(
+            row.first_at,
+            row.last_at,
+            row.frequency,
+            row.monetary,
+            row.lifetime_orders,
+            row.lifetime_revenue,
+            row.oldest_in_window,
+        )
+        for row in rows
+    }
+
+
+@dataclass(frozen=True)
+class ScoredCustomer:
+    customer_id: str
+    facts: OrderFacts | None
+    scores: tuple[int, int, int] | None
+    tier: str | None
+    tier_changed: bool
+    changes: int
+    review_at: datetime | None
+
+
+async def save_scores(
+    conn: AsyncConnection, workspace_id: str, scored: Sequence[ScoredCustomer], now: datetime
+) -> None:
+    if not scored:
+        return
+
+    def column(pick: Any) -> list[Any]:
+        return [pick(s) for s in scored]
+
+    await conn.execute(
+        sa.text(
+            "UPDATE seg_customers c SET first_order_at = x.fo, last_order_at = x.lo,"
+            " frequency = x.f, monetary = x.m, lifetime_orders = x.lto, lifetime_revenue = x.ltr,"
+            " recency_score = x.rs, frequency_score = x.fs, monetary_score = x.ms, tier = x.t,"
+            " tier_since = CASE WHEN x.changed THEN :now ELSE c.tier_since END,"
+            " changes = x.changes, scored_at = :now, review_at = x.review"
+            " FROM unnest(CAST(:ids AS text[]), CAST(:fo AS timestamptz[]),"
+            " CAST(:lo AS timestamptz[]), CAST(:f AS integer[]), CAST(:m AS numeric[]),"
+            " CAST(:lto AS integer[]), CAST(:ltr AS numeric[]), CAST(:rs AS smallint[]),"
+            " CAST(:fs AS smallint[]), CAST(:ms AS smallint[]), CAST(:t AS text[]),"
+            " CAST(:changed AS boolean[]), CAST(:changes AS integer[]),"
+            " CAST(:review AS timestamptz[]))"
+            " x(id, fo, lo, f, m, lto, ltr, rs, fs, ms, t, changed, changes, review)"
+            " WHERE c.workspace_id = :ws AND c.customer_id = x.id"
+        ),
+        {
+            "ws": workspace_id,
+            "now": now,
+            "ids": column(lambda s: s.customer_id),
+            "fo": column(lambda s: s.facts and s.facts.first_order_at),
+            "lo": column(lambda s: s.facts and s.facts.last_order_at),
+            "f": column(lambda s: s.facts.frequency if s.facts else 0),
+            "m": column(lambda s: s.facts.monetary if s.facts else Decimal(0)),
+            "lto": column(lambda s: s.facts.lifetime_orders if s.facts else 0),
+            "ltr": column(lambda s: s.facts.lifetime_revenue if s.facts else Decimal(0)),
+            "rs": column(lambda s: s.scores and s.scores[0]),
+            "fs": column(lambda s: s.scores and s.scores[1]),
+            "ms": column(lambda s: s.scores and s.scores[2]),
+            "t": column(lambda s: s.tier),
+            "changed": column(lambda s: s.tier_changed),
+            "changes": column(lambda s: s.changes),
+            "review": column(lambda s: s.review_at),
+        },
+    )
+
+
+async def record_changes(
+    conn: AsyncConnection,
+    workspace_id: str,
+    history: Sequence[tuple[str, int, str | None, str | None]],
+    announcements: Sequence[Envelope],
+    now: datetime,
+    topic: str,
+) -> None:
+    """Tier history and the segment-change events, in the transaction that made the change."""
+    if history:
+        await conn.execute(
+            sa.text(
+                "INSERT INTO seg_tier_history (workspace_id, customer_id, seq, from_tier,"
+                " to_tier, changed_at) SELECT :ws, c, s, f, t, :now FROM unnest("
+                " CAST(:customers AS text[]), CAST(:seqs AS integer[]),"
+                " CAST(:froms AS text[]), CAST(:tos AS text[])) x(c, s, f, t)"
+                " ON CONFLICT DO NOTHING"
+            ),
+            {
+                "ws": workspace_id,
+                "now": now,
+                "customers": [h[0] for h in history],
+                "seqs": [h[1] for h in history],
+                "froms": [h[2] for h in history],
+                "tos": [h[3] for h in history],
+            },
+        )
+    await add_to_outbox(conn, topic, announcements)
+
+
+async def add_to_outbox(conn: AsyncConnection, topic: str, events: Sequence[Envelope]) -> None:
+    if not events:
+        return
+    await conn.execute(
+        sa.text(
+            "INSERT INTO seg_outbox (event_id, topic, key, value)"
+            " SELECT i, :topic, k, v FROM unnest(CAST(:ids AS text[]), CAST(:keys AS text[]),"
+            " CAST(:values AS bytea[])) x(i, k, v) ON CONFLICT (event_id) DO NOTHING"
+        ),
+        {
+            "topic": topic,
+            "ids": [e.id for e in events],
+            "keys": [e.bus_key for e in events],
+            "values": [e.to_bytes() for e in events],
+        },
+    )
+
+
+async def due_for_review(conn: AsyncConnection, now: datetime, limit: int) -> dict[str, list[str]]:
+    """Customers whose scores may have moved with time alone, claimed for this transaction."""
+    rows = await conn.execute(
+        sa.text(
+            "SELECT workspace_id, customer_id FROM seg_customers WHERE review_at <= :now"
+            " ORDER BY review_at LIMIT :limit FOR UPDATE SKIP LOCKED"
+        ),
+        {"now": now, "limit": limit},
+    )
+    due: dict[str, list[str]] = {}
+    for row in rows:
+        due.setdefault(row.workspace_id, []).append(row.customer_id)
+    return due

@@ -1,0 +1,177 @@
+"""The segmenter's moving parts: consumers, the time sweep, the outbox publisher."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from kizuna import topics
+from kizuna.bus import Bus, BusMessage, ConsumerRunner, Decoded, OutgoingMessage
+from kizuna.envelope import Envelope, utcnow
+from kizuna.service import BackgroundTask, ConsumerFactory, ServiceContext, consumer_runner
+from kizuna_segmenter import handlers
+from kizuna_segmenter.adapters import store
+
+SWEEP_BATCH = 1000
+FULL_PASS_CHUNK = 2000
+OUTBOX_BATCH = 500
+OUTBOX_LOCK = 0x5345474F  # one publisher at a time keeps each customer's changes in order
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Segmenter:
+    engine: AsyncEngine
+    bus: Bus
+    clock: Callable[[], datetime] = utcnow
+    outbox_pending: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def handle_events(self, events: Sequence[Envelope]) -> None:
+        async with self.engine.begin() as conn:
+            changed = await handlers.on_events(conn, events, self.clock())
+        if changed:
+            self.outbox_pending.set()
+
+    async def handle_lifecycle(self, events: Sequence[Envelope]) -> None:
+        async with self.engine.begin() as conn:
+            changed = await handlers.on_lifecycle(conn, events, self.clock())
+        if changed:
+            self.outbox_pending.set()
+
+    async def refresh_bounds(self, workspace_id: str, *, force: bool = False) -> int:
+        """Recomputes the workspace's boundaries if stale, then rescores every buyer against
+        them, a chunk per transaction. Returns how many tiers changed."""
+        now = self.clock()
+        async with self.engine.begin() as conn:
+            if not force and not await handlers.bounds_are_stale(conn, workspace_id, now):
+                return 0
+            await store.recompute_bounds(conn, workspace_id, now)
+        changed, after = 0, ""
+        while True:
+            async with self.engine.begin() as conn:
+                ids = await handlers.buyer_ids_after(conn, workspace_id, after, FULL_PASS_CHUNK)
+                if not ids:
+                    break
+                changed += len(await handlers.rescore(conn, workspace_id, ids, now))
+            after = ids[-1]
+        if changed:
+            self.outbox_pending.set()
+        return changed
+
+    async def sweep(self) -> int:
+        """Boundaries first (they move everyone), then the customers time has moved."""
+        async with self.engine.connect() as conn:
+            workspaces = [
+                row.workspace_id
+                for row in await conn.execute(
+                    sa.text("SELECT DISTINCT workspace_id FROM seg_customers")
+                )
+            ]
+        changed = 0
+        for workspace_id in workspaces:
+            changed += await self.refresh_bounds(workspace_id)
+        while True:
+            async with self.engine.begin() as conn:
+                reviewed, moved = await handlers.sweep_due(conn, self.clock(), SWEEP_BATCH)
+            changed += moved
+            if moved:
+                self.outbox_pending.set()
+            if reviewed < SWEEP_BATCH:
+                return changed
+
+    async def publish_outbox(self) -> int:
+        """Publishes pending segment changes in order, then marks them. A crash between the two
+        publishes them again under the same ids; consumers dedupe by id."""
+        published = 0
+        while True:
+            async with self.engine.begin() as conn:
+                if not await conn.scalar(
+                    sa.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": OUTBOX_LOCK}
+                ):
+                    return published
+                rows = (
+                    await conn.execute(
+                        sa.text(
+                            "SELECT id, topic, key, value FROM seg_outbox"
+                            " WHERE published_at IS NULL ORDER BY id LIMIT :n"
+                        ),
+                        {"n": OUTBOX_BATCH},
+                    )
+                ).all()
+                if not rows:
+                    return published
+                by_topic: dict[str, list[OutgoingMessage]] = {}
+                for row in rows:
+                    by_topic.setdefault(row.topic, []).append(
+                        OutgoingMessage(row.key, bytes(row.value))
+                    )
+                for topic, messages in by_topic.items():
+                    await self.bus.publish_batch(topic, messages)
+                await conn.execute(
+                    sa.text(
+                        "UPDATE seg_outbox SET published_at = now()"
+                        " WHERE id = ANY(CAST(:ids AS bigint[]))"
+                    ),
+                    {"ids": [row.id for row in rows]},
+                )
+            published += len(rows)
+
+    async def run_outbox(self) -> None:
+        while True:
+            try:
+                await self.publish_outbox()
+            except Exception:
+                log.exception("segment_outbox_failed")
+            self.outbox_pending.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.outbox_pending.wait(), 1.0)
+
+    async def run_sweeps(self, every_seconds: float) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("segment_sweep_failed")
+            await asyncio.sleep(every_seconds)
+
+
+def decode(message: BusMessage) -> Envelope:
+    return Envelope.from_bytes(message.value)
+
+
+Current = Callable[[], Segmenter]  # the app's Segmenter, which exists once the app started
+
+
+def consumers(current: Current) -> list[ConsumerFactory]:
+    def resolved(context: ServiceContext) -> ConsumerRunner[Envelope]:
+        async def handle(batch: Sequence[Decoded[Envelope]]) -> None:
+            await current().handle_events([item.value for item in batch])
+
+        return consumer_runner(context, "segmenter", [topics.RESOLVED_EVENTS], decode, handle)
+
+    def lifecycle(context: ServiceContext) -> ConsumerRunner[Envelope]:
+        async def handle(batch: Sequence[Decoded[Envelope]]) -> None:
+            await current().handle_lifecycle([item.value for item in batch])
+
+        return consumer_runner(
+            context, "segmenter-lifecycle", [topics.CUSTOMER_LIFECYCLE], decode, handle
+        )
+
+    return [resolved, lifecycle]
+
+
+def background(current: Current, sweep_seconds: float) -> list[BackgroundTask]:
+    async def outbox(_: ServiceContext) -> None:
+        await current().run_outbox()
+
+    async def sweeps(_: ServiceContext) -> None:
+        await current().run_sweeps(sweep_seconds)
+
+    return [outbox, sweeps]
