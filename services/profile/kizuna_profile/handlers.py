@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from kizuna import order_ledger
 from kizuna.envelope import Envelope
 from kizuna.orders import OrderFact, order_fact
 from kizuna_profile.adapters import store
@@ -131,7 +132,7 @@ async def _process_workspace(
         fact = order_fact(event)
         if fact is not None:
             facts.append((fact, customer))
-    await store.add_orders(conn, workspace_id, facts)
+    await order_ledger.record(conn, "profile_orders", workspace_id, facts)
     await store.refresh_order_facts(
         conn, workspace_id, {c for _, c in facts} | set(result.absorbed_into)
     )

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from kizuna import topics
+from kizuna import order_ledger, topics
 from kizuna.envelope import Envelope
 from kizuna.orders import OrderFact, order_fact
 from kizuna_segmenter.adapters import store
@@ -162,7 +162,7 @@ async def on_events(conn: AsyncConnection, events: Sequence[Envelope], now: date
         refunds = [f.event_id for f, _ in facts if not f.completed]
         new_refunds = await store.first_seen(conn, workspace_id, refunds)
         kept = [(f, c) for f, c in facts if f.completed or f.event_id in new_refunds]
-        await store.add_orders(conn, workspace_id, kept)
+        await order_ledger.record(conn, "seg_orders", workspace_id, kept)
         changed += len(await rescore(conn, workspace_id, {c for _, c in facts}, now))
     return changed
 

@@ -13,7 +13,6 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kizuna.envelope import Envelope
-from kizuna.orders import OrderFact
 from kizuna_segmenter.domain.rfm import QUINTILES, Bounds, TierRule
 
 DEFAULT_WINDOW_DAYS = 365
@@ -33,73 +32,6 @@ async def first_seen(
         {"ws": workspace_id, "ids": list(event_ids)},
     )
     return {row.event_id for row in rows}
-
-
-async def add_orders(
-    conn: AsyncConnection, workspace_id: str, facts: Sequence[tuple[OrderFact, str]]
-) -> None:
-    """Completed orders keep the first report of each order id; refunds add up."""
-    completed: dict[str, tuple[OrderFact, str]] = {}
-    refunds: dict[str, tuple[Decimal, bool, str]] = {}
-    for fact, customer in facts:
-        if fact.completed:
-            held = completed.get(fact.order_id)
-            if held is None or (fact.at, fact.event_id) < (held[0].at, held[0].event_id):
-                completed[fact.order_id] = (fact, customer)
-        else:
-            amount, full, _ = refunds.get(fact.order_id, (Decimal(0), False, customer))
-            refunds[fact.order_id] = (
-                amount + (fact.amount or Decimal(0)),
-                full or fact.amount is None,
-                customer,
-            )
-    if completed:
-        rows = list(completed.values())
-        await conn.execute(
-            sa.text(
-                "INSERT INTO seg_orders AS o (workspace_id, order_id, customer_id, ordered_at,"
-                " amount, event_id)"
-                " SELECT :ws, i, c, t, a, e FROM unnest(CAST(:ids AS text[]),"
-                " CAST(:customers AS text[]), CAST(:times AS timestamptz[]),"
-                " CAST(:amounts AS numeric[]), CAST(:events AS text[])) x(i, c, t, a, e)"
-                " ON CONFLICT (workspace_id, order_id) DO UPDATE SET"
-                " ordered_at = excluded.ordered_at, amount = excluded.amount,"
-                " event_id = excluded.event_id,"
-                " customer_id = CASE WHEN o.ordered_at IS NULL THEN excluded.customer_id"
-                " ELSE o.customer_id END"
-                " WHERE o.ordered_at IS NULL"
-                " OR (excluded.ordered_at, excluded.event_id) < (o.ordered_at, o.event_id)"
-            ),
-            {
-                "ws": workspace_id,
-                "ids": [f.order_id for f, _ in rows],
-                "customers": [c for _, c in rows],
-                "times": [f.at for f, _ in rows],
-                "amounts": [f.amount for f, _ in rows],
-                "events": [f.event_id for f, _ in rows],
-            },
-        )
-    if refunds:
-        order_ids = list(refunds)
-        await conn.execute(
-            sa.text(
-                "INSERT INTO seg_orders AS o (workspace_id, order_id, customer_id,"
-                " refunded_amount, fully_refunded)"
-                " SELECT :ws, i, c, a, f FROM unnest(CAST(:ids AS text[]),"
-                " CAST(:customers AS text[]), CAST(:amounts AS numeric[]),"
-                " CAST(:fulls AS boolean[])) x(i, c, a, f)"
-                " ON CONFLICT (workspace_id, order_id) DO UPDATE SET"
-                " refunded_amount = o.refunded_amount + excluded.refunded_amount,"
-                " fully_refunded = o.fully_refunded OR excluded.fully_refunded"
-            ),
-            {
-                "ws": workspace_id,
-                "ids": order_ids,
-                "customers": [refunds[i][2] for i in order_ids],
-                "amounts": [refunds[i][0] for i in order_ids],
-                "fulls": [refunds[i][1] for i in order_ids],
-            },
-        )
 
 
 @dataclass(frozen=True)

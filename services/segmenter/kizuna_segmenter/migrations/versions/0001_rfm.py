@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column("customer_id", sa.Text, nullable=False),
         sa.Column("ordered_at", TS),
         sa.Column("amount", sa.Numeric),
+        sa.Column("currency", sa.Text),
         sa.Column("event_id", sa.Text),
         sa.Column("refunded_amount", sa.Numeric, nullable=False, server_default="0"),
         sa.Column("fully_refunded", sa.Boolean, nullable=False, server_default=sa.false()),
