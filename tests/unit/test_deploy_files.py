@@ -16,9 +16,10 @@ from kizuna.services import SERVICES
 from kizuna.settings import KizunaSettings
 from kizuna_ingest.settings import IngestSettings
 from kizuna_profile.settings import ProfileSettings
+from kizuna_segmenter.settings import SegmenterSettings
 
 ROOT = Path(__file__).resolve().parents[2]
-SETTINGS_CLASSES = [KizunaSettings, IngestSettings, ProfileSettings]
+SETTINGS_CLASSES = [KizunaSettings, IngestSettings, ProfileSettings, SegmenterSettings]
 SETTINGS = {f"KIZUNA_{name.upper()}" for cls in SETTINGS_CLASSES for name in cls.model_fields}
 CLI_COMMANDS = set(get_command(cli_app).commands)  # type: ignore[attr-defined]
 
