@@ -141,6 +141,7 @@ def upgrade() -> None:
         sa.Column("format", sa.Text, nullable=False),
         sa.Column("status", sa.Text, nullable=False),
         sa.Column("created_at", TS, nullable=False, server_default=NOW),
+        sa.Column("updated_at", TS, nullable=False, server_default=NOW),
         sa.Column("finished_at", TS),
         sa.Column("rows_total", sa.Integer, nullable=False, server_default="0"),
         sa.Column("rows_imported", sa.Integer, nullable=False, server_default="0"),
