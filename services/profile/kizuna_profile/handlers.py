@@ -91,13 +91,20 @@ async def _process_workspace(
     if not fresh:
         return
 
-    keys = {k for ref in refs for i in ref.identifiers for k in lookup_keys(i)}
+    identifiers = {i for ref in refs for i in ref.identifiers}
+    aliases = {i for i in identifiers if i.kind == "previous_id"}
     named = {ref.customer_id for ref in refs if ref.customer_id is not None}
+    # An alias locks the ids its previousId may name, so locking our own identifiers is
+    # enough to serialise with any alias that could link them.
+    locked = identifiers | {k for i in aliases for k in lookup_keys(i)}
     await store.lock(
         conn,
-        [store.lock_key(workspace_id, k.kind, k.value) for k in keys]
+        [store.lock_key(workspace_id, k.kind, k.value) for k in locked]
         + [store.lock_key(workspace_id, "customer", c) for c in named],
     )
+    keys = locked
+    if aliases or await store.any_aliases(conn, workspace_id):
+        keys = {k for i in identifiers for k in lookup_keys(i)}
     owner_of = await store.owners(conn, workspace_id, keys)
     current = await store.current_ids(conn, workspace_id, named)
     kept = [
@@ -162,6 +169,8 @@ async def _without_erased(
             keys.append(store.erasure_key(workspace_id, "customer", ref.customer_id))
         return keys
 
+    if not await store.any_erasures(conn, workspace_id):
+        return events, refs
     erased = await store.erased_at(conn, workspace_id, (k for ref in refs for k in keys_of(ref)))
     if not erased:
         return events, refs

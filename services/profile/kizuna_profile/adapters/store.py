@@ -21,9 +21,9 @@ class ConcurrentChange(Exception):
     """Another consumer changed what this batch read; the batch is retried from the start."""
 
 
-def lock_key(workspace_id: str, *parts: str) -> int:
-    digest = hashlib.blake2b("\0".join((workspace_id, *parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+def lock_key(workspace_id: str, *parts: str) -> str:
+    """Names a lock; PostgreSQL hashes it to the 64-bit advisory lock key."""
+    return "\x1f".join((workspace_id, *parts))
 
 
 def erasure_key(workspace_id: str, kind: str, value: str) -> str:
@@ -83,14 +83,33 @@ async def erased_at(
     return {row.key_hash: row.erased_at for row in rows}
 
 
-async def lock(conn: AsyncConnection, keys: Iterable[int]) -> None:
+async def has_any(conn: AsyncConnection, sql: str, workspace_id: str) -> bool:
+    return bool(await conn.scalar(sa.text(f"SELECT EXISTS ({sql})"), {"ws": workspace_id}))
+
+
+async def any_erasures(conn: AsyncConnection, workspace_id: str) -> bool:
+    return await has_any(
+        conn, "SELECT 1 FROM profile_erasures WHERE workspace_id = :ws", workspace_id
+    )
+
+
+async def any_aliases(conn: AsyncConnection, workspace_id: str) -> bool:
+    return await has_any(
+        conn,
+        "SELECT 1 FROM profile_identifiers WHERE workspace_id = :ws AND kind = 'previous_id'",
+        workspace_id,
+    )
+
+
+async def lock(conn: AsyncConnection, keys: Iterable[str]) -> None:
     """Transaction-scoped advisory locks, always taken in sorted order so that two consumers
     never wait on each other in a cycle."""
     ordered = sorted(set(keys))
     if ordered:
         await conn.execute(
             sa.text(
-                "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:keys AS bigint[])) k"
+                "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0)))"
+                " FROM unnest(CAST(:keys AS text[])) k"
             ),
             {"keys": ordered},
         )
@@ -99,7 +118,7 @@ async def lock(conn: AsyncConnection, keys: Iterable[int]) -> None:
 async def owners(
     conn: AsyncConnection, workspace_id: str, identifiers: Iterable[Identifier]
 ) -> dict[Identifier, str]:
-    wanted = sorted(set(identifiers))
+    wanted = list(set(identifiers))
     if not wanted:
         return {}
     rows = await conn.execute(
@@ -208,7 +227,7 @@ async def add_identifiers(
 ) -> None:
     if not identifiers:
         return
-    items = sorted(identifiers.items())
+    items = list(identifiers.items())
     result = await conn.execute(
         sa.text(
             "INSERT INTO profile_identifiers (workspace_id, kind, value, customer_id)"

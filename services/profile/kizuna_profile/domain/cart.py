@@ -23,6 +23,7 @@ ACTIONS: dict[str, Action] = {
     "Cart Viewed": "snapshot",
     "Checkout Started": "snapshot",
 }
+CART_EVENT_NAMES = frozenset({*ACTIONS, "Order Completed"})
 PRODUCT_FIELDS = ("product_id", "sku", "name", "price", "currency", "url", "image_url", "category")
 
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from kizuna.envelope import Envelope
 
@@ -18,6 +17,7 @@ STRENGTH: tuple[IdentifierKind, ...] = (
     "anonymous_id",
     "previous_id",
 )
+_RANK = {kind: rank for rank, kind in enumerate(STRENGTH)}
 # ``alias`` does not say whether its previousId was a userId or an anonymousId, so the three
 # kinds of client-chosen ids look each other up (but a userId never matches an anonymousId).
 _TWINS: dict[str, tuple[IdentifierKind, ...]] = {
@@ -29,14 +29,15 @@ _PHONE_NOISE = re.compile(r"[\s\-().]")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
-@dataclass(frozen=True, order=True)
-class Identifier:
+class Identifier(NamedTuple):
+    """A tuple, so hashing and comparing it is cheap: resolution does it a lot."""
+
     kind: IdentifierKind
     value: str
 
     @property
     def strength(self) -> int:
-        return STRENGTH.index(self.kind)
+        return _RANK[self.kind]
 
 
 def normalize_email(value: Any) -> str | None:

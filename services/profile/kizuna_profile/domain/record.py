@@ -161,57 +161,60 @@ def _suppression(name: str, properties: dict[str, Any]) -> str | None:
     return None
 
 
-def _observe_track(record: Record, name: str, properties: dict[str, Any], stamp: Stamp) -> Record:
+def _track_changes(
+    record: Record, name: str, properties: dict[str, Any], stamp: Stamp
+) -> dict[str, Any]:
     human = properties.get("machine_suspected") is not True
     if name == "Email Opened" and human:
-        return replace(record, last_email_opened_at=_latest(record.last_email_opened_at, stamp.at))
+        return {"last_email_opened_at": _latest(record.last_email_opened_at, stamp.at)}
     if name == "Email Link Clicked" and human:
-        return replace(
-            record, last_email_clicked_at=_latest(record.last_email_clicked_at, stamp.at)
-        )
+        return {"last_email_clicked_at": _latest(record.last_email_clicked_at, stamp.at)}
     if name == "Product Viewed":
         product_id = product_id_of(properties)
         if product_id is None:
-            return record
+            return {}
         details: dict[str, Any] = {
             k: properties[k]
             for k in ("name", "price", "currency", "category", "url", "image_url")
             if k in properties
         }
         view = ViewedProduct(product_id, stamp, details)
-        return replace(record, last_viewed=_newest_views((*record.last_viewed, view)))
+        return {"last_viewed": _newest_views((*record.last_viewed, view))}
     if name in ("Consent Updated", "Unsubscribed"):
         consent = dict(record.consent)
         for channel, statement in _consent_statements(name, properties, stamp).items():
             consent[channel] = _newer_consent(consent.get(channel), statement)
-        return replace(record, consent=consent)
+        return {"consent": consent}
     suppression = _suppression(name, properties)
     if suppression is not None:
         suppressions = dict(record.suppressions)
         suppressions[suppression] = _first_suppression(
             suppressions.get(suppression), Suppression(stamp)
         )
-        return replace(record, suppressions=suppressions)
-    return replace(record, cart=cart_log.observe(record.cart, name, properties, stamp))
+        return {"suppressions": suppressions}
+    if name in cart_log.CART_EVENT_NAMES:
+        return {"cart": cart_log.observe(record.cart, name, properties, stamp)}
+    return {}
 
 
 def observe(record: Record, event: Envelope) -> Record:
     """The record once ``event`` (not seen before) is part of it."""
     stamp = Stamp(event.occurred_at, event.id)
-    record = replace(
-        record,
-        first_seen_at=_earliest(record.first_seen_at, event.occurred_at),
-        last_seen_at=_latest(record.last_seen_at, event.occurred_at),
-        events_count=record.events_count + 1,
-    )
+    changes: dict[str, Any] = {
+        "first_seen_at": _earliest(record.first_seen_at, event.occurred_at),
+        "last_seen_at": _latest(record.last_seen_at, event.occurred_at),
+        "events_count": record.events_count + 1,
+    }
     payload = event.payload
     if event.type == "identify":
         updates = _object(payload.get("traits"))
         if updates:
-            record = replace(record, traits=trait_map.apply(record.traits, updates, stamp))
+            changes["traits"] = trait_map.apply(record.traits, updates, stamp)
     elif event.type == "track" and isinstance(payload.get("event"), str):
-        record = _observe_track(record, payload["event"], _object(payload.get("properties")), stamp)
-    return record
+        changes.update(
+            _track_changes(record, payload["event"], _object(payload.get("properties")), stamp)
+        )
+    return replace(record, **changes)
 
 
 def plain_traits(record: Record) -> dict[str, Any]:

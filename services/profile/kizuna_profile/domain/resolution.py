@@ -42,16 +42,26 @@ class Plan:
 
 
 class _DisjointSet:
-    def __init__(self) -> None:
-        self.parent: dict[Hashable, Hashable] = {}
+    """Union-find over any hashable nodes, numbered on first sight."""
 
-    def find(self, node: Hashable) -> Hashable:
-        self.parent.setdefault(node, node)
-        root = node
-        while self.parent[root] != root:
-            root = self.parent[root]
-        while self.parent[node] != root:
-            self.parent[node], node = root, self.parent[node]
+    def __init__(self) -> None:
+        self.number: dict[Hashable, int] = {}
+        self.parent: list[int] = []
+
+    def _index(self, node: Hashable) -> int:
+        index = self.number.get(node)
+        if index is None:
+            index = self.number[node] = len(self.parent)
+            self.parent.append(index)
+        return index
+
+    def find(self, node: Hashable) -> int:
+        parent = self.parent
+        index = root = self._index(node)
+        while parent[root] != root:
+            root = parent[root]
+        while parent[index] != root:
+            parent[index], index = root, parent[index]
         return root
 
     def union(self, a: Hashable, b: Hashable) -> None:
@@ -86,10 +96,10 @@ def plan(
         if event.customer_id is not None:
             sets.union(node, ("customer", event.customer_id))
 
-    members: dict[Hashable, list[int]] = {}
+    members: dict[int, list[int]] = {}
     for index in range(len(events)):
         members.setdefault(sets.find(("event", index)), []).append(index)
-    existing: dict[Hashable, set[str]] = {}
+    existing: dict[int, set[str]] = {}
     for customer_id in customers:
         existing.setdefault(sets.find(("customer", customer_id)), set()).add(customer_id)
 
