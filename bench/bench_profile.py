@@ -213,9 +213,10 @@ def csv_files(workdir: Path, rows: int) -> tuple[Path, Path]:
 async def import_file(port: int, admin_key: str, kind: str, path: Path) -> float:
     headers = {"Authorization": f"Bearer {admin_key}", "Content-Type": "text/csv"}
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+        content = await asyncio.to_thread(path.read_bytes)
         started = time.perf_counter()
         response = await client.post(
-            "/v1/imports", params={"kind": kind}, content=path.read_bytes(), headers=headers
+            "/v1/imports", params={"kind": kind}, content=content, headers=headers
         )
         response.raise_for_status()
         status_url = response.json()["status_url"]
@@ -311,8 +312,9 @@ def main() -> int:
         f"baseline (consume + decode) {figures['baseline_consume_decode_events_s']:>8} events/s\n"
         f"profile consumer            {figures['profile_events_s']:>8} events/s "
         f"= {figures['profile_vs_baseline']:.2f} of baseline\n"
-        f"burst {figures['burst_events']} events at {figures['burst_offered_events_s']}/s for "
-        f"{figures['burst_seconds']} s: lag back to zero {figures['lag_recovery_seconds']} s after\n"
+        f"burst {figures['burst_events']} events at {figures['burst_offered_events_s']}/s"
+        f" for {figures['burst_seconds']} s:"
+        f" lag back to zero {figures['lag_recovery_seconds']} s after\n"
         f"import {figures['import_rows']} customers {figures['import_customers_seconds']} s, "
         f"{figures['import_rows']} orders {figures['import_orders_seconds']} s"
     )
