@@ -13,8 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kizuna import order_ledger, topics
 from kizuna.envelope import Envelope
-from kizuna.orders import OrderFact, order_fact
-from kizuna_segmenter.adapters import store
+from kizuna.orders import order_fact
+from kizuna_segmenter import rules
+from kizuna_segmenter.adapters import customers, store
 from kizuna_segmenter.domain import rfm
 
 BOUNDS_MAX_AGE = timedelta(hours=1)
@@ -151,19 +152,24 @@ async def rescore(
 
 async def on_events(conn: AsyncConnection, events: Sequence[Envelope], now: datetime) -> int:
     """Orders and refunds from resolved events; the buyers are rescored at once."""
-    by_workspace: dict[str, list[tuple[OrderFact, str]]] = {}
-    unique = {(event.workspace_id, event.id): event for event in events}
-    for event in unique.values():
-        fact = order_fact(event)
-        if fact is not None:
-            by_workspace.setdefault(event.workspace_id, []).append((fact, event.customer_key))
+    by_workspace: dict[str, list[Envelope]] = {}
+    for event in {(e.workspace_id, e.id): e for e in events}.values():
+        by_workspace.setdefault(event.workspace_id, []).append(event)
     changed = 0
-    for workspace_id, facts in sorted(by_workspace.items()):
-        refunds = [f.event_id for f, _ in facts if not f.completed]
-        new_refunds = await store.first_seen(conn, workspace_id, refunds)
-        kept = [(f, c) for f, c in facts if f.completed or f.event_id in new_refunds]
-        await order_ledger.record(conn, "seg_orders", workspace_id, kept)
-        changed += len(await rescore(conn, workspace_id, {c for _, c in facts}, now))
+    for workspace_id, batch in sorted(by_workspace.items()):
+        touched = sorted({e.customer_key for e in batch})
+        await customers.ensure_customers(conn, workspace_id, touched)
+        await customers.log_events(conn, workspace_id, batch)
+        await customers.record_traits(conn, workspace_id, batch)
+        await customers.record_consent(conn, workspace_id, batch)
+        facts = [(f, e.customer_key) for e in batch if (f := order_fact(e)) is not None]
+        if facts:
+            refunds = [f.event_id for f, _ in facts if not f.completed]
+            new_refunds = await store.first_seen(conn, workspace_id, refunds)
+            kept = [(f, c) for f, c in facts if f.completed or f.event_id in new_refunds]
+            await order_ledger.record(conn, "seg_orders", workspace_id, kept)
+            changed += len(await rescore(conn, workspace_id, {c for _, c in facts}, now))
+        changed += await rules.reevaluate(conn, workspace_id, now, touched)
     return changed
 
 
@@ -182,13 +188,16 @@ async def on_lifecycle(conn: AsyncConnection, events: Sequence[Envelope], now: d
                 ),
                 {"ws": ws, "a": absorbed, "s": survivor},
             )
+            await customers.move(conn, ws, absorbed, survivor)
             changed += len(await rescore(conn, ws, [absorbed, survivor], now))
             await conn.execute(
                 sa.text("DELETE FROM seg_customers WHERE workspace_id = :ws AND customer_id = :a"),
                 {"ws": ws, "a": absorbed},
             )
+            changed += await rules.reevaluate(conn, ws, now, [absorbed, survivor])
         elif event.type == "customer.erased":
             ids = [str(payload["customer_id"]), *map(str, payload.get("absorbed_ids") or [])]
+            await customers.forget(conn, ws, ids)
             for table in ("seg_orders", "seg_customers", "seg_tier_history"):
                 await conn.execute(
                     sa.text(

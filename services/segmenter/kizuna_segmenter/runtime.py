@@ -16,7 +16,7 @@ from kizuna import topics
 from kizuna.bus import Bus, BusMessage, ConsumerRunner, Decoded, OutgoingMessage
 from kizuna.envelope import Envelope, utcnow
 from kizuna.service import BackgroundTask, ConsumerFactory, ServiceContext, consumer_runner
-from kizuna_segmenter import handlers
+from kizuna_segmenter import handlers, rules
 from kizuna_segmenter.adapters import store
 
 SWEEP_BATCH = 1000
@@ -77,6 +77,10 @@ class Segmenter:
         changed = 0
         for workspace_id in workspaces:
             changed += await self.refresh_bounds(workspace_id)
+            async with self.engine.begin() as conn:
+                changed += await rules.reevaluate(
+                    conn, workspace_id, self.clock(), time_based_only=True
+                )
         while True:
             async with self.engine.begin() as conn:
                 reviewed, moved = await handlers.sweep_due(conn, self.clock(), SWEEP_BATCH)
