@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from kizuna import order_ledger, topics
 from kizuna.envelope import Envelope
 from kizuna.orders import order_fact
-from kizuna_segmenter import rules
+from kizuna_segmenter import engagement, rules
 from kizuna_segmenter.adapters import customers, store
 from kizuna_segmenter.domain import rfm
 
@@ -159,7 +159,8 @@ async def on_events(conn: AsyncConnection, events: Sequence[Envelope], now: date
     for workspace_id, batch in sorted(by_workspace.items()):
         touched = sorted({e.customer_key for e in batch})
         await customers.ensure_customers(conn, workspace_id, touched)
-        await customers.log_events(conn, workspace_id, batch)
+        new_ids = await customers.log_events(conn, workspace_id, batch)
+        changed += await engagement.score_events(conn, workspace_id, batch, new_ids)
         await customers.record_traits(conn, workspace_id, batch)
         await customers.record_consent(conn, workspace_id, batch)
         facts = [(f, e.customer_key) for e in batch if (f := order_fact(e)) is not None]

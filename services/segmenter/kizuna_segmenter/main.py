@@ -1,7 +1,7 @@
 from fastapi import FastAPI
 
 from kizuna.service import ServiceContext, create_service_app
-from kizuna_segmenter import rfm_api, runtime, segments_api
+from kizuna_segmenter import analysis_api, rfm_api, runtime, segments_api
 from kizuna_segmenter.settings import SegmenterSettings, get_settings
 
 
@@ -20,7 +20,7 @@ def create_app(settings: SegmenterSettings | None = None) -> FastAPI:
     app = create_service_app(
         "segmenter",
         settings,
-        routers=[rfm_api.router, segments_api.router],
+        routers=[rfm_api.router, segments_api.router, analysis_api.router],
         consumers=runtime.consumers(current),
         background=runtime.background(current, settings.segmenter_sweep_seconds),
         on_startup=[start],

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kizuna import topics
 from kizuna.envelope import Envelope
+from kizuna_segmenter import engagement
 from kizuna_segmenter.adapters import store
 from kizuna_segmenter.domain.conditions import compile_conditions
 
@@ -51,6 +52,8 @@ async def matching(
 ) -> list[str]:
     compiled = compile_conditions(conditions)
     params: dict[str, Any] = {**compiled.params, "ws": workspace_id, "now": now}
+    if ":half_life" in compiled.sql:
+        params["half_life"] = (await engagement.settings_of(conn, workspace_id)).half_life_days
     sql = f"SELECT c.customer_id FROM seg_customers c WHERE c.workspace_id = :ws AND {compiled.sql}"  # noqa: S608
     if customer_ids is not None:
         sql += " AND c.customer_id = ANY(CAST(:ids AS text[]))"

@@ -9,7 +9,11 @@ from tests.integration.segmenter.conftest import SegmenterApp
 
 
 def moves(changes: list, customer: str) -> list[tuple[str, str]]:  # type: ignore[type-arg]
-    return [(e.type, e.payload["segment_id"]) for e in changes if e.customer_key == customer]
+    return [
+        (e.type, e.payload["segment_id"])
+        for e in changes
+        if e.customer_key == customer and e.type.startswith("segment.")
+    ]
 
 
 async def test_a_customer_moves_from_new_to_promising_to_champions(

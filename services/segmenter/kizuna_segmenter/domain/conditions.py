@@ -13,7 +13,8 @@ A condition is JSON: ``{"all": [...]}``, ``{"any": [...]}``, ``{"not": {...}}``,
   "min": 4}`` (also frequency, monetary);
 - ``{"consent": "email", "status": "granted"}``;
 - ``{"fact": "orders_count"|"revenue"|"last_order_at", "op": "range", ...}``; a time fact also
-  takes ``within_days`` / ``before_days``.
+  takes ``within_days`` / ``before_days``;
+- ``{"score": "engagement", "min": 50}`` — the engagement score, decayed to now.
 
 Pure: the compiler only builds SQL text and bound parameters; it never runs anything. Every
 value is a bound parameter; names come from fixed lists, so nothing a user sends is spliced.
@@ -98,10 +99,13 @@ class _Compiler:
             ("rfm", self.rfm),
             ("consent", self.consent),
             ("fact", self.fact),
+            ("score", self.score),
         ):
             if kind in node:
                 return build(node, path)
-        raise InvalidCondition(path, "must hold all, any, not, trait, event, rfm, consent or fact")
+        raise InvalidCondition(
+            path, "must hold all, any, not, trait, event, rfm, consent, fact or score"
+        )
 
     def _range(self, column: str, node: dict[str, Any], path: str, cast: str = "") -> str:
         bounds = []
@@ -274,6 +278,16 @@ class _Compiler:
                 raise InvalidCondition(path, "a time fact needs within_days or before_days")
             return "(" + " AND ".join(parts) + ")"
         return self._range(column, node, path)
+
+    def score(self, node: dict[str, Any], path: str) -> str:
+        if node["score"] != "engagement":
+            raise InvalidCondition(f"{path}.score", "must be engagement")
+        self.time_based = True  # it decays
+        now_decayed = (
+            f"(c.engagement_score * power(0.5, extract(epoch FROM ({NOW}"
+            " - coalesce(c.engagement_at, {NOW}))) / 86400.0 / :half_life))"
+        ).replace("{NOW}", NOW)
+        return self._range(now_decayed, node, path)
 
 
 def compile_conditions(conditions: Any) -> Compiled:
