@@ -13,6 +13,12 @@ from kizuna.services import SERVICES
 app = typer.Typer(help="Kizuna: event-driven marketing automation.", no_args_is_help=True)
 workspace_app = typer.Typer(help="Manage workspaces.", no_args_is_help=True)
 app.add_typer(workspace_app, name="workspace")
+report_app = typer.Typer(help="Look at the segmenter's analyses in the terminal.")
+app.add_typer(report_app, name="report")
+SegmenterUrl = Annotated[str, typer.Option(help="The segmenter's address.")]
+AdminKey = Annotated[
+    str | None, typer.Option(help="The workspace's admin key (else KIZUNA_ADMIN_KEY).")
+]
 
 
 @app.command()
@@ -90,6 +96,50 @@ def create_workspace(name: str) -> None:
 
     workspace_id, write, admin = asyncio.run(create())
     typer.echo(f"workspace {workspace_id}\nwrite key {write.secret}\nadmin key {admin.secret}")
+
+
+def _fetch(url: str, path: str, admin_key: str | None) -> Any:
+    import httpx
+
+    from kizuna.settings import KizunaSettings
+
+    key = admin_key or (lambda k: k.get_secret_value() if k else None)(KizunaSettings().admin_key)
+    if not key:
+        typer.echo("kizuna report: give --admin-key or set KIZUNA_ADMIN_KEY", err=True)
+        raise typer.Exit(2)
+    try:
+        response = httpx.get(url.rstrip("/") + path, headers={"Authorization": f"Bearer {key}"})
+    except httpx.TransportError as error:
+        typer.echo(f"kizuna report: cannot reach the segmenter at {url}: {error}", err=True)
+        raise typer.Exit(1) from error
+    if response.status_code != 200:
+        typer.echo(f"kizuna report: {response.status_code} {response.text}", err=True)
+        raise typer.Exit(1)
+    return response.json()
+
+
+@report_app.command("rfm")
+def report_rfm(
+    url: SegmenterUrl = "http://127.0.0.1:8003",
+    admin_key: AdminKey = None,
+    colour: Annotated[bool, typer.Option("--colour/--no-colour")] = True,
+) -> None:
+    """The RFM grid as a heat map, and customers and revenue per tier."""
+    from kizuna_segmenter.report import rfm_grid
+
+    typer.echo(rfm_grid(_fetch(url, "/v1/rfm/grid", admin_key), colour=colour))
+
+
+@report_app.command("deciles")
+def report_deciles(
+    url: SegmenterUrl = "http://127.0.0.1:8003",
+    admin_key: AdminKey = None,
+    colour: Annotated[bool, typer.Option("--colour/--no-colour")] = True,
+) -> None:
+    """Buyers in ten groups by revenue, with each group's share."""
+    from kizuna_segmenter.report import decile_table
+
+    typer.echo(decile_table(_fetch(url, "/v1/analysis/deciles", admin_key), colour=colour))
 
 
 if __name__ == "__main__":
