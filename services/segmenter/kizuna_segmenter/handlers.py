@@ -99,15 +99,39 @@ async def rescore(
         return []
     states = await store.lock_customers(conn, workspace_id, ids)
     settings = await store.settings_of(conn, workspace_id)
+    facts = await store.order_facts(conn, workspace_id, ids, now, settings.window_days)
+    return await _score(conn, workspace_id, states, facts, settings, now, only_changed=False)
+
+
+async def rescore_stored(
+    conn: AsyncConnection, workspace_id: str, customer_ids: Sequence[str], now: datetime
+) -> list[Change]:
+    """After the boundaries moved: rescores the customers from the facts they were last scored
+    with (time-driven fact changes are the sweep's business) and writes only what changed."""
+    states = await store.locked_states(conn, workspace_id, customer_ids)
+    settings = await store.settings_of(conn, workspace_id)
+    facts = {c: s.stored for c, s in states.items() if s.stored is not None}
+    return await _score(conn, workspace_id, states, facts, settings, now, only_changed=True)
+
+
+async def _score(
+    conn: AsyncConnection,
+    workspace_id: str,
+    states: dict[str, store.CustomerState],
+    facts: dict[str, store.OrderFacts],
+    settings: store.Settings,
+    now: datetime,
+    *,
+    only_changed: bool,
+) -> list[Change]:
     rules = settings.tiers or rfm.DEFAULT_TIERS
     by_id = {rule.id: rule for rule in rules}
     bounds, _ = await store.bounds_of(conn, workspace_id)
-    facts = await store.order_facts(conn, workspace_id, ids, now, settings.window_days)
     scored: list[store.ScoredCustomer] = []
     history: list[tuple[str, int, str | None, str | None]] = []
     announcements: list[Envelope] = []
     changes: list[Change] = []
-    for customer_id in ids:
+    for customer_id in sorted(states):
         state = states[customer_id]
         fact = facts.get(customer_id)
         scores = rfm.score(
@@ -119,9 +143,15 @@ async def rescore(
             bounds,
             now,
         )
+        as_tuple = None if scores is None else (scores.recency, scores.frequency, scores.monetary)
         tier = rfm.tier_of(scores, rules)
         after = tier.id if tier else None
         changed = after != state.tier
+        review_at = _review_at(fact, bounds, settings.window_days, now)
+        if only_changed and state.review_at is not None:
+            review_at = min(filter(None, (review_at, state.review_at)))
+        if only_changed and not changed and as_tuple == state.scores:
+            continue
         seq = state.changes + 1 if changed else state.changes
         if changed:
             before_rule = by_id.get(state.tier or "") or (
@@ -133,15 +163,7 @@ async def rescore(
             )
             changes.append(Change(customer_id, state.tier, after))
         scored.append(
-            store.ScoredCustomer(
-                customer_id,
-                fact,
-                None if scores is None else (scores.recency, scores.frequency, scores.monetary),
-                after,
-                changed,
-                seq,
-                _review_at(fact, bounds, settings.window_days, now),
-            )
+            store.ScoredCustomer(customer_id, fact, as_tuple, after, changed, seq, review_at)
         )
     await store.save_scores(conn, workspace_id, scored, now)
     await store.record_changes(

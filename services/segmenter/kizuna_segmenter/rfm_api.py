@@ -63,7 +63,9 @@ async def put_settings(
             raise HTTPException(422, f"tiers: {problem}")
     async with context.engine.begin() as conn:
         await store.save_settings(conn, principal.workspace_id, body.window_days, rules)
-    changed = await _segmenter(request).refresh_bounds(principal.workspace_id, force=True)
+    changed = await _segmenter(request).refresh_bounds(
+        principal.workspace_id, force=True, refresh_facts=True
+    )
     return {"tier_changes": changed}
 
 

@@ -45,9 +45,12 @@ class Segmenter:
         if changed:
             self.outbox_pending.set()
 
-    async def refresh_bounds(self, workspace_id: str, *, force: bool = False) -> int:
+    async def refresh_bounds(
+        self, workspace_id: str, *, force: bool = False, refresh_facts: bool = False
+    ) -> int:
         """Recomputes the workspace's boundaries if stale, then rescores every buyer against
-        them, a chunk per transaction. Returns how many tiers changed."""
+        them, a chunk per transaction, from the facts they were scored with (or, with
+        ``refresh_facts``, from the order ledger). Returns how many tiers changed."""
         now = self.clock()
         async with self.engine.begin() as conn:
             if not force and not await handlers.bounds_are_stale(conn, workspace_id, now):
@@ -59,7 +62,8 @@ class Segmenter:
                 ids = await handlers.buyer_ids_after(conn, workspace_id, after, FULL_PASS_CHUNK)
                 if not ids:
                     break
-                changed += len(await handlers.rescore(conn, workspace_id, ids, now))
+                rescore = handlers.rescore if refresh_facts else handlers.rescore_stored
+                changed += len(await rescore(conn, workspace_id, ids, now))
             after = ids[-1]
         if changed:
             self.outbox_pending.set()

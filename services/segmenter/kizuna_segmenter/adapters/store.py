@@ -152,6 +152,27 @@ class CustomerState:
     customer_id: str
     tier: str | None
     changes: int
+    scores: tuple[int, int, int] | None = None
+    review_at: datetime | None = None
+    stored: OrderFacts | None = None  # the facts as last scored
+
+
+def _state(row: Any) -> CustomerState:
+    scores = None
+    if row.recency_score is not None:
+        scores = (row.recency_score, row.frequency_score, row.monetary_score)
+    stored = None
+    if row.last_order_at is not None:
+        stored = OrderFacts(
+            row.first_order_at,
+            row.last_order_at,
+            row.frequency,
+            row.monetary,
+            row.lifetime_orders,
+            row.lifetime_revenue,
+            None,
+        )
+    return CustomerState(row.customer_id, row.tier, row.changes, scores, row.review_at, stored)
 
 
 async def lock_customers(
@@ -165,14 +186,20 @@ async def lock_customers(
         ),
         {"ws": workspace_id, "ids": ids},
     )
+    return await locked_states(conn, workspace_id, ids)
+
+
+async def locked_states(
+    conn: AsyncConnection, workspace_id: str, ids: Sequence[str]
+) -> dict[str, CustomerState]:
     rows = await conn.execute(
         sa.text(
-            "SELECT customer_id, tier, changes FROM seg_customers WHERE workspace_id = :ws"
+            "SELECT * FROM seg_customers WHERE workspace_id = :ws"
             " AND customer_id = ANY(CAST(:ids AS text[])) ORDER BY customer_id FOR UPDATE"
         ),
-        {"ws": workspace_id, "ids": ids},
+        {"ws": workspace_id, "ids": list(ids)},
     )
-    return {row.customer_id: CustomerState(row.customer_id, row.tier, row.changes) for row in rows}
+    return {row.customer_id: _state(row) for row in rows}
 
 
 @dataclass(frozen=True)
