@@ -104,11 +104,10 @@ async def rescore(
 
 
 async def rescore_stored(
-    conn: AsyncConnection, workspace_id: str, customer_ids: Sequence[str], now: datetime
+    conn: AsyncConnection, workspace_id: str, states: dict[str, store.CustomerState], now: datetime
 ) -> list[Change]:
     """After the boundaries moved: rescores the customers from the facts they were last scored
     with (time-driven fact changes are the sweep's business) and writes only what changed."""
-    states = await store.locked_states(conn, workspace_id, customer_ids)
     settings = await store.settings_of(conn, workspace_id)
     facts = {c: s.stored for c, s in states.items() if s.stored is not None}
     return await _score(conn, workspace_id, states, facts, settings, now, only_changed=True)
@@ -165,11 +164,16 @@ async def _score(
         scored.append(
             store.ScoredCustomer(customer_id, fact, as_tuple, after, changed, seq, review_at)
         )
-    await store.save_scores(conn, workspace_id, scored, now)
+    # Without row locks (only_changed), a row rescored meanwhile by a purchase is left alone.
+    written = await store.save_scores(
+        conn, workspace_id, scored, now, expected=states if only_changed else None
+    )
+    history = [h for h in history if h[0] in written]
+    announcements = [a for a in announcements if a.customer_key in written]
     await store.record_changes(
         conn, workspace_id, history, announcements, now, topics.SEGMENT_CHANGES
     )
-    return changes
+    return [c for c in changes if c.customer_id in written]
 
 
 async def on_events(conn: AsyncConnection, events: Sequence[Envelope], now: datetime) -> int:

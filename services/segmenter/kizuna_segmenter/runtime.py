@@ -20,7 +20,7 @@ from kizuna_segmenter import handlers, rules
 from kizuna_segmenter.adapters import store
 
 SWEEP_BATCH = 1000
-FULL_PASS_CHUNK = 2000
+FULL_PASS_CHUNK = 5000
 OUTBOX_BATCH = 500
 OUTBOX_LOCK = 0x5345474F  # one publisher at a time keeps each customer's changes in order
 log = structlog.get_logger(__name__)
@@ -59,11 +59,17 @@ class Segmenter:
         changed, after = 0, ""
         while True:
             async with self.engine.begin() as conn:
-                ids = await handlers.buyer_ids_after(conn, workspace_id, after, FULL_PASS_CHUNK)
-                if not ids:
-                    break
-                rescore = handlers.rescore if refresh_facts else handlers.rescore_stored
-                changed += len(await rescore(conn, workspace_id, ids, now))
+                if refresh_facts:
+                    ids = await handlers.buyer_ids_after(conn, workspace_id, after, FULL_PASS_CHUNK)
+                    changed += len(await handlers.rescore(conn, workspace_id, ids, now))
+                else:
+                    states = await store.buyer_states_after(
+                        conn, workspace_id, after, FULL_PASS_CHUNK
+                    )
+                    ids = sorted(states)
+                    changed += len(await handlers.rescore_stored(conn, workspace_id, states, now))
+            if not ids:
+                break
             after = ids[-1]
         if changed:
             self.outbox_pending.set()

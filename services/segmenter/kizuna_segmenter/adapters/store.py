@@ -155,49 +155,55 @@ class CustomerState:
     scores: tuple[int, int, int] | None = None
     review_at: datetime | None = None
     stored: OrderFacts | None = None  # the facts as last scored
+    scored_at: datetime | None = None
 
 
 def _state(row: Any) -> CustomerState:
-    scores = None
-    if row.recency_score is not None:
-        scores = (row.recency_score, row.frequency_score, row.monetary_score)
+    """From a row of ``_STATES`` (unpacked by position: attribute access costs more)."""
+    customer_id, tier, changes, recency, frequency_score, monetary_score, review_at = row[:7]
+    first_order_at, last_order_at, frequency, monetary, orders, revenue, scored_at = row[7:]
+    scores = None if recency is None else (recency, frequency_score, monetary_score)
     stored = None
-    if row.last_order_at is not None:
+    if last_order_at is not None:
         stored = OrderFacts(
-            row.first_order_at,
-            row.last_order_at,
-            row.frequency,
-            row.monetary,
-            row.lifetime_orders,
-            row.lifetime_revenue,
-            None,
+            first_order_at, last_order_at, frequency, monetary, orders, revenue, None
         )
-    return CustomerState(row.customer_id, row.tier, row.changes, scores, row.review_at, stored)
+    return CustomerState(customer_id, tier, changes, scores, review_at, stored, scored_at)
 
 
-async def lock_customers(
-    conn: AsyncConnection, workspace_id: str, customer_ids: Iterable[str]
+_STATES = (
+    "SELECT customer_id, tier, changes, recency_score, frequency_score,"
+    " monetary_score, review_at, first_order_at, last_order_at, frequency, monetary,"
+    " lifetime_orders, lifetime_revenue, scored_at FROM seg_customers"
+    " WHERE workspace_id = :ws AND customer_id = ANY(CAST(:ids AS text[]))"
+    " ORDER BY customer_id"
+)
+_STATES_LOCKED = _STATES + " FOR UPDATE"
+_BUYERS_AFTER = (
+    "SELECT customer_id, tier, changes, recency_score, frequency_score,"
+    " monetary_score, review_at, first_order_at, last_order_at, frequency, monetary,"
+    " lifetime_orders, lifetime_revenue, scored_at FROM seg_customers"
+    " WHERE workspace_id = :ws AND last_order_at IS NOT NULL AND customer_id > :after"
+    " ORDER BY customer_id LIMIT :limit"
+)
+
+
+async def buyer_states_after(
+    conn: AsyncConnection, workspace_id: str, after: str, limit: int
 ) -> dict[str, CustomerState]:
-    ids = sorted(set(customer_ids))
-    await conn.execute(
-        sa.text(
-            "INSERT INTO seg_customers (workspace_id, customer_id)"
-            " SELECT :ws, unnest(CAST(:ids AS text[])) ON CONFLICT DO NOTHING"
-        ),
-        {"ws": workspace_id, "ids": ids},
+    """The next buyers in id order, unlocked: for passes that write back guarded."""
+    rows = await conn.execute(
+        sa.text(_BUYERS_AFTER), {"ws": workspace_id, "after": after, "limit": limit}
     )
-    return await locked_states(conn, workspace_id, ids)
+    return {row.customer_id: _state(row) for row in rows}
 
 
 async def locked_states(
-    conn: AsyncConnection, workspace_id: str, ids: Sequence[str]
+    conn: AsyncConnection, workspace_id: str, ids: Sequence[str], *, lock: bool = True
 ) -> dict[str, CustomerState]:
+    """Without ``lock``, whoever writes back must check nothing changed meanwhile."""
     rows = await conn.execute(
-        sa.text(
-            "SELECT * FROM seg_customers WHERE workspace_id = :ws"
-            " AND customer_id = ANY(CAST(:ids AS text[])) ORDER BY customer_id FOR UPDATE"
-        ),
-        {"ws": workspace_id, "ids": list(ids)},
+        sa.text(_STATES_LOCKED if lock else _STATES), {"ws": workspace_id, "ids": list(ids)}
     )
     return {row.customer_id: _state(row) for row in rows}
 
@@ -270,15 +276,21 @@ class ScoredCustomer:
 
 
 async def save_scores(
-    conn: AsyncConnection, workspace_id: str, scored: Sequence[ScoredCustomer], now: datetime
-) -> None:
+    conn: AsyncConnection,
+    workspace_id: str,
+    scored: Sequence[ScoredCustomer],
+    now: datetime,
+    expected: dict[str, CustomerState] | None = None,
+) -> set[str]:
+    """Writes the scores; with ``expected``, only where the row is still as it was read.
+    Returns the customers written."""
     if not scored:
-        return
+        return set()
 
     def column(pick: Any) -> list[Any]:
         return [pick(s) for s in scored]
 
-    await conn.execute(
+    result = await conn.execute(
         sa.text(
             "UPDATE seg_customers c SET first_order_at = x.fo, last_order_at = x.lo,"
             " frequency = x.f, monetary = x.m, lifetime_orders = x.lto, lifetime_revenue = x.ltr,"
@@ -290,13 +302,25 @@ async def save_scores(
             " CAST(:lto AS integer[]), CAST(:ltr AS numeric[]), CAST(:rs AS smallint[]),"
             " CAST(:fs AS smallint[]), CAST(:ms AS smallint[]), CAST(:t AS text[]),"
             " CAST(:changed AS boolean[]), CAST(:changes AS integer[]),"
-            " CAST(:review AS timestamptz[]))"
-            " x(id, fo, lo, f, m, lto, ltr, rs, fs, ms, t, changed, changes, review)"
-            " WHERE c.workspace_id = :ws AND c.customer_id = x.id"
+            " CAST(:review AS timestamptz[]), CAST(:expected_changes AS integer[]),"
+            " CAST(:expected_scored_at AS timestamptz[]))"
+            " x(id, fo, lo, f, m, lto, ltr, rs, fs, ms, t, changed, changes, review,"
+            " expected_changes, expected_scored_at)"
+            " WHERE c.workspace_id = :ws AND c.customer_id = x.id AND (NOT :guarded OR"
+            " (c.changes = x.expected_changes"
+            " AND c.scored_at IS NOT DISTINCT FROM x.expected_scored_at))"
+            " RETURNING c.customer_id"
         ),
         {
             "ws": workspace_id,
             "now": now,
+            "guarded": expected is not None,
+            "expected_changes": column(
+                lambda s: expected[s.customer_id].changes if expected else None
+            ),
+            "expected_scored_at": column(
+                lambda s: expected[s.customer_id].scored_at if expected else None
+            ),
             "ids": column(lambda s: s.customer_id),
             "fo": column(lambda s: s.facts and s.facts.first_order_at),
             "lo": column(lambda s: s.facts and s.facts.last_order_at),
@@ -313,6 +337,7 @@ async def save_scores(
             "review": column(lambda s: s.review_at),
         },
     )
+    return {row.customer_id for row in result}
 
 
 async def record_changes(
