@@ -188,6 +188,20 @@ _BUYERS_AFTER = (
 )
 
 
+async def lock_customers(
+    conn: AsyncConnection, workspace_id: str, customer_ids: Iterable[str]
+) -> dict[str, CustomerState]:
+    ids = sorted(set(customer_ids))
+    await conn.execute(
+        sa.text(
+            "INSERT INTO seg_customers (workspace_id, customer_id)"
+            " SELECT :ws, unnest(CAST(:ids AS text[])) ON CONFLICT DO NOTHING"
+        ),
+        {"ws": workspace_id, "ids": ids},
+    )
+    return await locked_states(conn, workspace_id, ids)
+
+
 async def buyer_states_after(
     conn: AsyncConnection, workspace_id: str, after: str, limit: int
 ) -> dict[str, CustomerState]:
