@@ -108,7 +108,9 @@ def _fetch(url: str, path: str, admin_key: str | None) -> Any:
         typer.echo("kizuna report: give --admin-key or set KIZUNA_ADMIN_KEY", err=True)
         raise typer.Exit(2)
     try:
-        response = httpx.get(url.rstrip("/") + path, headers={"Authorization": f"Bearer {key}"})
+        response = httpx.get(
+            url.rstrip("/") + path, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        )
     except httpx.TransportError as error:
         typer.echo(f"kizuna report: cannot reach the segmenter at {url}: {error}", err=True)
         raise typer.Exit(1) from error

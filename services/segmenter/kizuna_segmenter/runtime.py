@@ -21,6 +21,7 @@ from kizuna_segmenter.adapters import store
 
 SWEEP_BATCH = 1000
 FULL_PASS_CHUNK = 5000
+MOVED_CHUNK = 50_000  # only the rows whose scores move come back to Python
 OUTBOX_BATCH = 500
 OUTBOX_LOCK = 0x5345474F  # one publisher at a time keeps each customer's changes in order
 log = structlog.get_logger(__name__)
@@ -63,11 +64,12 @@ class Segmenter:
                     ids = await handlers.buyer_ids_after(conn, workspace_id, after, FULL_PASS_CHUNK)
                     changed += len(await handlers.rescore(conn, workspace_id, ids, now))
                 else:
-                    states = await store.buyer_states_after(
-                        conn, workspace_id, after, FULL_PASS_CHUNK
+                    bounds, _ = await store.bounds_of(conn, workspace_id)
+                    last, moved = await store.moved_buyers_after(
+                        conn, workspace_id, after, MOVED_CHUNK, bounds, now
                     )
-                    ids = sorted(states)
-                    changed += len(await handlers.rescore_stored(conn, workspace_id, states, now))
+                    ids = [last] if last else []
+                    changed += len(await handlers.rescore_stored(conn, workspace_id, moved, now))
             if not ids:
                 break
             after = ids[-1]

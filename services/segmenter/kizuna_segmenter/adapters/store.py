@@ -13,7 +13,13 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kizuna.envelope import Envelope
-from kizuna_segmenter.domain.rfm import QUINTILES, Bounds, TierRule
+from kizuna_segmenter.domain.rfm import (
+    DEFAULT_FREQUENCY,
+    DEFAULT_RECENCY_DAYS,
+    QUINTILES,
+    Bounds,
+    TierRule,
+)
 
 DEFAULT_WINDOW_DAYS = 365
 
@@ -179,13 +185,53 @@ _STATES = (
     " ORDER BY customer_id"
 )
 _STATES_LOCKED = _STATES + " FOR UPDATE"
-_BUYERS_AFTER = (
-    "SELECT customer_id, tier, changes, recency_score, frequency_score,"
+_MOVED_AFTER = (
+    "WITH page AS ("
+    " SELECT customer_id, tier, changes, recency_score, frequency_score,"
     " monetary_score, review_at, first_order_at, last_order_at, frequency, monetary,"
-    " lifetime_orders, lifetime_revenue, scored_at FROM seg_customers"
-    " WHERE workspace_id = :ws AND last_order_at IS NOT NULL AND customer_id > :after"
-    " ORDER BY customer_id LIMIT :limit"
+    " lifetime_orders, lifetime_revenue, scored_at,"
+    " greatest(extract(epoch FROM (:now - last_order_at))::float8 / 86400, 0) AS days"
+    " FROM seg_customers WHERE workspace_id = :ws AND last_order_at IS NOT NULL"
+    " AND customer_id > :after ORDER BY customer_id LIMIT :limit),"
+    " scored AS (SELECT page.*,"
+    " 5 - ((days > :r1)::int + (days > :r2)::int + (days > :r3)::int + (days > :r4)::int) AS r,"
+    " 1 + ((frequency > :f1)::int + (frequency > :f2)::int + (frequency > :f3)::int"
+    "  + (frequency > :f4)::int) AS f,"
+    " CASE WHEN :fixed THEN 3 ELSE 1 + ((monetary > :m1)::int + (monetary > :m2)::int"
+    "  + (monetary > :m3)::int + (monetary > :m4)::int) END AS m FROM page)"
+    " SELECT l.last, s.customer_id, s.tier, s.changes, s.recency_score, s.frequency_score,"
+    " s.monetary_score, s.review_at, s.first_order_at, s.last_order_at, s.frequency,"
+    " s.monetary, s.lifetime_orders, s.lifetime_revenue, s.scored_at"
+    " FROM (SELECT max(customer_id) AS last FROM page) l LEFT JOIN scored s"
+    " ON s.r IS DISTINCT FROM s.recency_score OR s.f IS DISTINCT FROM s.frequency_score"
+    " OR s.m IS DISTINCT FROM s.monetary_score"
 )
+
+
+async def moved_buyers_after(
+    conn: AsyncConnection,
+    workspace_id: str,
+    after: str,
+    limit: int,
+    bounds: Bounds,
+    now: datetime,
+) -> tuple[str | None, dict[str, CustomerState]]:
+    """Of the next ``limit`` buyers in id order, those whose scores the boundaries move (the
+    database does the arithmetic of ``rfm.score`` to find them; Python then rescores just those).
+    Returns the last id looked at, and their states, unlocked."""
+    fixed = bounds.fixed
+    recency = DEFAULT_RECENCY_DAYS if fixed else bounds.recency_days or ()
+    frequency = DEFAULT_FREQUENCY if fixed else bounds.frequency or ()
+    monetary = (0.0,) * 4 if fixed else bounds.monetary or ()
+    params: dict[str, Any] = {
+        "ws": workspace_id, "after": after, "limit": limit, "now": now, "fixed": fixed
+    }  # fmt: skip
+    for prefix, cuts in (("r", recency), ("f", frequency), ("m", monetary)):
+        for index, cut in enumerate(cuts, start=1):
+            params[f"{prefix}{index}"] = float(cut)
+    rows = (await conn.execute(sa.text(_MOVED_AFTER), params)).all()
+    last = rows[0].last if rows else None
+    return last, {row.customer_id: _state(row[1:]) for row in rows if row.customer_id}
 
 
 async def lock_customers(
@@ -200,16 +246,6 @@ async def lock_customers(
         {"ws": workspace_id, "ids": ids},
     )
     return await locked_states(conn, workspace_id, ids)
-
-
-async def buyer_states_after(
-    conn: AsyncConnection, workspace_id: str, after: str, limit: int
-) -> dict[str, CustomerState]:
-    """The next buyers in id order, unlocked: for passes that write back guarded."""
-    rows = await conn.execute(
-        sa.text(_BUYERS_AFTER), {"ws": workspace_id, "after": after, "limit": limit}
-    )
-    return {row.customer_id: _state(row) for row in rows}
 
 
 async def locked_states(
