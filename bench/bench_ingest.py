@@ -32,13 +32,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from kizuna import auth, localkafka, migrate
 from kizuna.bus.kafka import wait_for_leaders
 from kizuna.db import create_engine
+from kizuna.devserver import serve_process
 from kizuna.embedded_pg import EmbeddedPostgres, ensure_database, free_port
 from kizuna.envelope import Envelope
 
@@ -155,7 +155,6 @@ async def setup_workspace(url: str) -> str:
 
 def start_ingest(url: str, bootstrap: str, port: int) -> subprocess.Popen[bytes]:
     env = {
-        **os.environ,
         "KIZUNA_DATABASE_URL": url,
         "KIZUNA_BUS_URL": f"kafka://{bootstrap}",
         "KIZUNA_TOPIC_PREFIX": "bench.",
@@ -164,19 +163,7 @@ def start_ingest(url: str, bootstrap: str, port: int) -> subprocess.Popen[bytes]
         "KIZUNA_LOG_LEVEL": "WARNING",
         "KIZUNA_SECRET_KEY": secrets.token_hex(32),
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kizuna.cli", "serve", "ingest", "--port", str(port)], env=env
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("ingest did not become ready")
+    return serve_process("ingest", port, env)
 
 
 async def measure(port: int, bootstrap: str, write_key: str) -> dict[str, Any]:

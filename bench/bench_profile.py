@@ -41,6 +41,7 @@ from kizuna import auth, localkafka, migrate, topics
 from kizuna.bus import OutgoingMessage
 from kizuna.bus.kafka import KafkaBus
 from kizuna.db import create_engine
+from kizuna.devserver import serve_process
 from kizuna.embedded_pg import EmbeddedPostgres, ensure_database, free_port
 from kizuna.envelope import Envelope
 
@@ -132,7 +133,6 @@ async def baseline(bus: KafkaBus, total: int) -> float:
 
 def start_profile(url: str, bootstrap: str, port: int) -> subprocess.Popen[bytes]:
     env = {
-        **os.environ,
         "KIZUNA_DATABASE_URL": url,
         "KIZUNA_BUS_URL": f"kafka://{bootstrap}",
         "KIZUNA_TOPIC_PREFIX": PREFIX,
@@ -141,19 +141,7 @@ def start_profile(url: str, bootstrap: str, port: int) -> subprocess.Popen[bytes
         "KIZUNA_LOG_LEVEL": "WARNING",
         "KIZUNA_SECRET_KEY": secrets.token_hex(32),
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kizuna.cli", "serve", "profile", "--port", str(port)], env=env
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("profile did not become ready")
+    return serve_process("profile", port, env)
 
 
 async def stored(engine: Any) -> int:

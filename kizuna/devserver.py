@@ -50,6 +50,23 @@ def _wait_ready(
             time.sleep(0.2)
 
 
+def serve_process(
+    service: str, port: int, env: dict[str, str], *, timeout: float = READY_TIMEOUT
+) -> subprocess.Popen[bytes]:
+    """``kizuna serve SERVICE`` as a child process, returned once it answers /readyz."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "kizuna.cli", "serve", service, "--port", str(port)],
+        env={**os.environ, **env},
+    )
+    try:
+        _wait_ready({service: port}, time.monotonic() + timeout, [child])
+    except BaseException:
+        child.kill()
+        child.wait()
+        raise
+    return child
+
+
 def run(port_base: int | None = None) -> int:
     started = time.monotonic()
     settings = KizunaSettings()
