@@ -1,10 +1,19 @@
 from functools import lru_cache
 
+from pydantic import Field
+
 from kizuna.settings import KizunaSettings
 
 
 class JourneySettings(KizunaSettings):
     """Settings of the journey service: every KIZUNA_* variable, plus its own."""
+
+    journey_timer_batch: int = Field(
+        default=1000, ge=1, le=20_000, description="Most due runs one transaction fires."
+    )
+    journey_timer_poll_seconds: float = Field(
+        default=0.2, gt=0, le=60, description="How often an idle replica looks for due timers."
+    )
 
 
 @lru_cache

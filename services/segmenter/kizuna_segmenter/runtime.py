@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,8 +12,9 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kizuna import topics
-from kizuna.bus import Bus, BusMessage, ConsumerRunner, Decoded, OutgoingMessage
+from kizuna.bus import Bus, BusMessage, ConsumerRunner, Decoded
 from kizuna.envelope import Envelope, utcnow
+from kizuna.outbox import Outbox
 from kizuna.service import BackgroundTask, ConsumerFactory, ServiceContext, consumer_runner
 from kizuna_segmenter import handlers, rules
 from kizuna_segmenter.adapters import store
@@ -22,7 +22,6 @@ from kizuna_segmenter.adapters import store
 SWEEP_BATCH = 1000
 FULL_PASS_CHUNK = 5000
 MOVED_CHUNK = 50_000  # only the rows whose scores move come back to Python
-OUTBOX_BATCH = 500
 OUTBOX_LOCK = 0x5345474F  # one publisher at a time keeps each customer's changes in order
 log = structlog.get_logger(__name__)
 
@@ -32,7 +31,11 @@ class Segmenter:
     engine: AsyncEngine
     bus: Bus
     clock: Callable[[], datetime] = utcnow
-    outbox_pending: asyncio.Event = field(default_factory=asyncio.Event)
+    outbox: Outbox = field(default_factory=lambda: Outbox("seg_outbox", OUTBOX_LOCK))
+
+    @property
+    def outbox_pending(self) -> asyncio.Event:
+        return self.outbox.pending
 
     async def handle_events(self, events: Sequence[Envelope]) -> None:
         async with self.engine.begin() as conn:
@@ -57,12 +60,13 @@ class Segmenter:
             if not force and not await handlers.bounds_are_stale(conn, workspace_id, now):
                 return 0
             await store.recompute_bounds(conn, workspace_id, now)
-        changed, after = 0, ""
+        changed, segment_changes, after = 0, 0, ""
         while True:
             async with self.engine.begin() as conn:
                 if refresh_facts:
                     ids = await handlers.buyer_ids_after(conn, workspace_id, after, FULL_PASS_CHUNK)
                     changed += len(await handlers.rescore(conn, workspace_id, ids, now))
+                    rescored = ids
                 else:
                     bounds, _ = await store.bounds_of(conn, workspace_id)
                     last, moved = await store.moved_buyers_after(
@@ -70,10 +74,13 @@ class Segmenter:
                     )
                     ids = [last] if last else []
                     changed += len(await handlers.rescore_stored(conn, workspace_id, moved, now))
+                    rescored = sorted(moved)
+                if rescored:  # rule segments on RFM scores or tiers follow them
+                    segment_changes += await rules.reevaluate(conn, workspace_id, now, rescored)
             if not ids:
                 break
             after = ids[-1]
-        if changed:
+        if changed or segment_changes:
             self.outbox_pending.set()
         return changed
 
@@ -103,51 +110,11 @@ class Segmenter:
                 return changed
 
     async def publish_outbox(self) -> int:
-        """Publishes pending segment changes in order, then marks them. A crash between the two
-        publishes them again under the same ids; consumers dedupe by id."""
-        published = 0
-        while True:
-            async with self.engine.begin() as conn:
-                if not await conn.scalar(
-                    sa.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": OUTBOX_LOCK}
-                ):
-                    return published
-                rows = (
-                    await conn.execute(
-                        sa.text(
-                            "SELECT id, topic, key, value FROM seg_outbox"
-                            " WHERE published_at IS NULL ORDER BY id LIMIT :n"
-                        ),
-                        {"n": OUTBOX_BATCH},
-                    )
-                ).all()
-                if not rows:
-                    return published
-                by_topic: dict[str, list[OutgoingMessage]] = {}
-                for row in rows:
-                    by_topic.setdefault(row.topic, []).append(
-                        OutgoingMessage(row.key, bytes(row.value))
-                    )
-                for topic, messages in by_topic.items():
-                    await self.bus.publish_batch(topic, messages)
-                await conn.execute(
-                    sa.text(
-                        "UPDATE seg_outbox SET published_at = now()"
-                        " WHERE id = ANY(CAST(:ids AS bigint[]))"
-                    ),
-                    {"ids": [row.id for row in rows]},
-                )
-            published += len(rows)
+        """Publishes pending segment changes in order, then marks them (kizuna.outbox)."""
+        return await self.outbox.publish_pending(self.engine, self.bus)
 
     async def run_outbox(self) -> None:
-        while True:
-            try:
-                await self.publish_outbox()
-            except Exception:
-                log.exception("segment_outbox_failed")
-            self.outbox_pending.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.outbox_pending.wait(), 1.0)
+        await self.outbox.run_forever(self.engine, self.bus)
 
     async def run_sweeps(self, every_seconds: float) -> None:
         while True:

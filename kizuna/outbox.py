@@ -1,0 +1,105 @@
+"""A transactional outbox: a service writes the events its decision produces in the same
+transaction as the decision, and a publisher moves them to the bus in order. A crash between
+publishing and marking publishes them again under the same ids; consumers dedupe by id.
+
+Plumbing only: the table (``id`` identity, ``event_id`` unique, ``topic``, ``key``, ``value``,
+``published_at``) belongs to the service that uses it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from kizuna.bus import Bus, OutgoingMessage
+from kizuna.envelope import Envelope
+
+log = structlog.get_logger(__name__)
+BATCH = 500
+
+
+@dataclass
+class Outbox:
+    table: str  # a fixed name from the service's own code, never user input
+    lock_key: int  # one publisher at a time keeps each customer's events in order
+    batch: int = BATCH
+    pending: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def add(self, conn: AsyncConnection, topic: str, events: Sequence[Envelope]) -> None:
+        if not events:
+            return
+        await conn.execute(
+            sa.text(
+                f"INSERT INTO {self.table} (event_id, topic, key, value)"  # noqa: S608
+                " SELECT i, :topic, k, v FROM unnest(CAST(:ids AS text[]),"
+                " CAST(:keys AS text[]), CAST(:values AS bytea[])) x(i, k, v)"
+                " ON CONFLICT (event_id) DO NOTHING"
+            ),
+            {
+                "topic": topic,
+                "ids": [e.id for e in events],
+                "keys": [e.bus_key for e in events],
+                "values": [e.to_bytes() for e in events],
+            },
+        )
+
+    async def publish_pending(self, engine: AsyncEngine, bus: Bus) -> int:
+        published = 0
+        while True:
+            async with engine.begin() as conn:
+                if not await conn.scalar(
+                    sa.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": self.lock_key}
+                ):
+                    return published
+                rows = (
+                    await conn.execute(
+                        sa.text(
+                            f"SELECT id, topic, key, value FROM {self.table}"  # noqa: S608
+                            " WHERE published_at IS NULL ORDER BY id LIMIT :n"
+                        ),
+                        {"n": self.batch},
+                    )
+                ).all()
+                if not rows:
+                    return published
+                by_topic: dict[str, list[OutgoingMessage]] = {}
+                for row in rows:
+                    by_topic.setdefault(row.topic, []).append(
+                        OutgoingMessage(row.key, bytes(row.value))
+                    )
+                for topic, messages in by_topic.items():
+                    await bus.publish_batch(topic, messages)
+                await conn.execute(
+                    sa.text(
+                        f"UPDATE {self.table} SET published_at = now()"  # noqa: S608
+                        " WHERE id = ANY(CAST(:ids AS bigint[]))"
+                    ),
+                    {"ids": [row.id for row in rows]},
+                )
+            published += len(rows)
+
+    async def prune(self, engine: AsyncEngine, keep_hours: float) -> None:
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.text(
+                    f"DELETE FROM {self.table} WHERE published_at"  # noqa: S608
+                    " < now() - make_interval(hours => :h)"
+                ),
+                {"h": keep_hours},
+            )
+
+    async def run_forever(self, engine: AsyncEngine, bus: Bus, idle_seconds: float = 1.0) -> None:
+        """Publishes whenever ``pending`` is set, and at least every ``idle_seconds``."""
+        while True:
+            self.pending.clear()
+            try:
+                await self.publish_pending(engine, bus)
+            except Exception:
+                log.exception("outbox_publish_failed", table=self.table)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.pending.wait(), idle_seconds)

@@ -1,0 +1,533 @@
+"""SQL of the journey service: journeys and versions, runs, the step log, schedules, the
+customer mirror. Every function runs in the caller's transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from kizuna_journey.domain.definition import DeliveryRules, JourneyDefinition
+from kizuna_journey.domain.mirror import Mirror
+
+_definitions: dict[tuple[str, str, int], JourneyDefinition] = {}  # versions never change
+
+
+@dataclass(frozen=True)
+class ActiveJourney:
+    workspace_id: str
+    journey_id: str
+    version: int
+    definition: JourneyDefinition
+
+
+@dataclass
+class RunRow:
+    run_id: str
+    workspace_id: str
+    journey_id: str
+    version: int
+    customer_id: str
+    holdout: bool
+    step: str | None
+    visits: dict[str, int]
+    data: dict[str, Any]
+    due_at: datetime | None
+    waiting_for: str | None
+    entered_at: datetime
+    status: str = "active"
+    ended_at: datetime | None = None
+    end_reason: str | None = None
+    converted_at: datetime | None = None
+
+
+RUN_COLUMNS = (
+    "run_id, workspace_id, journey_id, version, customer_id, holdout, step, visits, data,"
+    " due_at, waiting_for, entered_at, status, ended_at, end_reason, converted_at"
+)
+
+
+def parse_definition(
+    workspace_id: str, journey_id: str, version: int, raw: Any
+) -> JourneyDefinition:
+    key = (workspace_id, journey_id, version)
+    found = _definitions.get(key)
+    if found is None:
+        found = JourneyDefinition.model_validate(raw)
+        _definitions[key] = found
+    return found
+
+
+async def active_journeys(
+    conn: AsyncConnection, workspace_ids: Iterable[str]
+) -> list[ActiveJourney]:
+    rows = await conn.execute(
+        sa.text(
+            "SELECT j.workspace_id, j.id, j.version, v.definition FROM jr_journeys j"
+            " JOIN jr_versions v ON v.workspace_id = j.workspace_id AND v.journey_id = j.id"
+            " AND v.version = j.version"
+            " WHERE j.status = 'active' AND j.workspace_id = ANY(CAST(:ws AS text[]))"
+        ),
+        {"ws": sorted(set(workspace_ids))},
+    )
+    return [
+        ActiveJourney(r.workspace_id, r.id, r.version, parse_definition(*r)) for r in rows.all()
+    ]
+
+
+async def definitions_of(
+    conn: AsyncConnection, keys: Iterable[tuple[str, str, int]]
+) -> dict[tuple[str, str, int], JourneyDefinition]:
+    wanted = set(keys)
+    missing = [key for key in wanted if key not in _definitions]
+    if missing:
+        rows = await conn.execute(
+            sa.text(
+                "SELECT workspace_id, journey_id, version, definition FROM jr_versions"
+                " WHERE (workspace_id, journey_id, version) IN"
+                " (SELECT * FROM unnest(CAST(:ws AS text[]), CAST(:j AS text[]),"
+                " CAST(:v AS int[])))"
+            ),
+            {
+                "ws": [k[0] for k in missing],
+                "j": [k[1] for k in missing],
+                "v": [k[2] for k in missing],
+            },
+        )
+        for row in rows.all():
+            parse_definition(*row)
+    return {key: _definitions[key] for key in wanted if key in _definitions}
+
+
+async def journey_statuses(
+    conn: AsyncConnection, pairs: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], str]:
+    pairs = set(pairs)
+    if not pairs:
+        return {}
+    rows = await conn.execute(
+        sa.text(
+            "SELECT workspace_id, id, status FROM jr_journeys WHERE (workspace_id, id) IN"
+            " (SELECT * FROM unnest(CAST(:ws AS text[]), CAST(:j AS text[])))"
+        ),
+        {"ws": [p[0] for p in pairs], "j": [p[1] for p in pairs]},
+    )
+    return {(r.workspace_id, r.id): r.status for r in rows.all()}
+
+
+def _run(row: Any) -> RunRow:
+    return RunRow(
+        run_id=row.run_id,
+        workspace_id=row.workspace_id,
+        journey_id=row.journey_id,
+        version=row.version,
+        customer_id=row.customer_id,
+        holdout=row.holdout,
+        step=row.step,
+        visits=dict(row.visits),
+        data=dict(row.data),
+        due_at=row.due_at,
+        waiting_for=row.waiting_for,
+        entered_at=row.entered_at,
+        status=row.status,
+        ended_at=row.ended_at,
+        end_reason=row.end_reason,
+        converted_at=row.converted_at,
+    )
+
+
+async def lock_live_runs(
+    conn: AsyncConnection, workspace_id: str, customers: Sequence[str]
+) -> list[RunRow]:
+    rows = await conn.execute(
+        sa.text(
+            f"SELECT {RUN_COLUMNS} FROM jr_runs WHERE workspace_id = :ws"  # noqa: S608
+            " AND customer_id = ANY(CAST(:c AS text[])) AND status = 'active'"
+            " ORDER BY run_id FOR UPDATE"
+        ),
+        {"ws": workspace_id, "c": list(customers)},
+    )
+    return [_run(row) for row in rows.all()]
+
+
+async def claim_due_runs(conn: AsyncConnection, now: datetime, limit: int) -> list[RunRow]:
+    """Due runs of active journeys; a run another replica holds is skipped, not waited for."""
+    rows = await conn.execute(
+        sa.text(
+            f"SELECT {', '.join('r.' + c.strip() for c in RUN_COLUMNS.split(','))}"  # noqa: S608
+            " FROM jr_runs r JOIN jr_journeys j ON j.workspace_id = r.workspace_id"
+            " AND j.id = r.journey_id AND j.status = 'active'"
+            " WHERE r.due_at <= :now ORDER BY r.due_at LIMIT :n FOR UPDATE OF r SKIP LOCKED"
+        ),
+        {"now": now, "n": limit},
+    )
+    return [_run(row) for row in rows.all()]
+
+
+async def recent_runs(
+    conn: AsyncConnection, workspace_id: str, customers: Sequence[str], since: datetime
+) -> list[RunRow]:
+    """Runs entered since ``since`` (for goals reached after the run ended)."""
+    rows = await conn.execute(
+        sa.text(
+            f"SELECT {RUN_COLUMNS} FROM jr_runs WHERE workspace_id = :ws"  # noqa: S608
+            " AND customer_id = ANY(CAST(:c AS text[])) AND entered_at >= :since"
+            " AND status <> 'active' AND converted_at IS NULL"
+        ),
+        {"ws": workspace_id, "c": list(customers), "since": since},
+    )
+    return [_run(row) for row in rows.all()]
+
+
+async def entry_history(
+    conn: AsyncConnection, workspace_id: str, customers: Sequence[str]
+) -> dict[tuple[str, str], datetime]:
+    """(journey, customer) → when the customer last entered it."""
+    rows = await conn.execute(
+        sa.text(
+            "SELECT journey_id, customer_id, max(entered_at) AS last FROM jr_runs"
+            " WHERE workspace_id = :ws AND customer_id = ANY(CAST(:c AS text[]))"
+            " GROUP BY journey_id, customer_id"
+        ),
+        {"ws": workspace_id, "c": list(customers)},
+    )
+    return {(r.journey_id, r.customer_id): r.last for r in rows.all()}
+
+
+async def save_runs(conn: AsyncConnection, runs: Sequence[RunRow]) -> None:
+    if not runs:
+        return
+    await conn.execute(
+        sa.text(
+            f"INSERT INTO jr_runs ({RUN_COLUMNS}) VALUES (:run_id, :workspace_id, :journey_id,"  # noqa: S608
+            " :version, :customer_id, :holdout, :step, CAST(:visits AS jsonb),"
+            " CAST(:data AS jsonb), :due_at, :waiting_for, :entered_at, :status, :ended_at,"
+            " :end_reason, :converted_at)"
+            " ON CONFLICT (run_id) DO UPDATE SET customer_id = excluded.customer_id,"
+            " step = excluded.step, visits = excluded.visits, due_at = excluded.due_at,"
+            " waiting_for = excluded.waiting_for, status = excluded.status,"
+            " ended_at = excluded.ended_at, end_reason = excluded.end_reason,"
+            " converted_at = excluded.converted_at"
+        ),
+        [
+            {
+                **vars(run),
+                "visits": orjson.dumps(run.visits).decode(),
+                "data": orjson.dumps(run.data).decode(),
+            }
+            for run in runs
+        ],
+    )
+
+
+async def insert_new_runs(conn: AsyncConnection, runs: Sequence[RunRow]) -> set[str]:
+    """Inserts runs that may race with another replica's; returns the ids that got in."""
+    if not runs:
+        return set()
+    result = await conn.execute(
+        sa.text(
+            f"INSERT INTO jr_runs ({RUN_COLUMNS}) SELECT * FROM unnest("  # noqa: S608
+            "CAST(:run_id AS text[]), CAST(:workspace_id AS text[]), CAST(:journey_id AS text[]),"
+            " CAST(:version AS int[]), CAST(:customer_id AS text[]), CAST(:holdout AS bool[]),"
+            " CAST(:step AS text[]), CAST(:visits AS jsonb[]), CAST(:data AS jsonb[]),"
+            " CAST(:due_at AS timestamptz[]), CAST(:waiting_for AS text[]),"
+            " CAST(:entered_at AS timestamptz[]), CAST(:status AS text[]),"
+            " CAST(:ended_at AS timestamptz[]), CAST(:end_reason AS text[]),"
+            " CAST(:converted_at AS timestamptz[]))"
+            " ON CONFLICT DO NOTHING RETURNING run_id"
+        ),
+        {
+            name: [
+                orjson.dumps(getattr(run, name)).decode()
+                if name in ("visits", "data")
+                else getattr(run, name)
+                for run in runs
+            ]
+            for name in (c.strip() for c in RUN_COLUMNS.split(","))
+        },
+    )
+    return {row.run_id for row in result.all()}
+
+
+async def insert_steps(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    await conn.execute(
+        sa.text(
+            "INSERT INTO jr_steps (execution_id, outcome, workspace_id, journey_id, version,"
+            " run_id, customer_id, step_id, step_type, category, detail, at) VALUES"
+            " (:execution_id, :outcome, :workspace_id, :journey_id, :version, :run_id,"
+            " :customer_id, :step_id, :step_type, :category, CAST(:detail AS jsonb), :at)"
+            " ON CONFLICT DO NOTHING"
+        ),
+        [{**row, "detail": orjson.dumps(row["detail"]).decode()} for row in rows],
+    )
+
+
+async def marketing_sent(
+    conn: AsyncConnection, workspace_id: str, customers: Sequence[str], since: datetime
+) -> dict[str, list[datetime]]:
+    rows = await conn.execute(
+        sa.text(
+            "SELECT customer_id, at FROM jr_steps WHERE workspace_id = :ws"
+            " AND customer_id = ANY(CAST(:c AS text[])) AND outcome = 'sent'"
+            " AND category = 'marketing' AND at > :since"
+        ),
+        {"ws": workspace_id, "c": list(customers), "since": since},
+    )
+    found: dict[str, list[datetime]] = {}
+    for row in rows.all():
+        found.setdefault(row.customer_id, []).append(row.at)
+    return found
+
+
+async def delivery_rules(conn: AsyncConnection, workspace_id: str) -> DeliveryRules | None:
+    raw = await conn.scalar(
+        sa.text("SELECT delivery FROM jr_settings WHERE workspace_id = :ws"), {"ws": workspace_id}
+    )
+    return None if raw is None else DeliveryRules.model_validate(raw)
+
+
+# The customer mirror
+
+
+async def load_mirrors(
+    conn: AsyncConnection, workspace_id: str, customers: Sequence[str], *, lock: bool = False
+) -> dict[str, Mirror]:
+    query = (
+        "SELECT customer_id, traits, trait_stamps, consent, suppressed, rfm FROM jr_customers"
+        " WHERE workspace_id = :ws AND customer_id = ANY(CAST(:c AS text[])) ORDER BY customer_id"
+    )
+    rows = await conn.execute(
+        sa.text(query + (" FOR UPDATE" if lock else "")),
+        {"ws": workspace_id, "c": list(customers)},
+    )
+    return {
+        r.customer_id: Mirror(
+            dict(r.traits), dict(r.trait_stamps), dict(r.consent), set(r.suppressed), dict(r.rfm)
+        )
+        for r in rows.all()
+    }
+
+
+async def save_mirrors(
+    conn: AsyncConnection, workspace_id: str, mirrors: dict[str, Mirror]
+) -> None:
+    if not mirrors:
+        return
+    await conn.execute(
+        sa.text(
+            "INSERT INTO jr_customers (workspace_id, customer_id, traits, trait_stamps, consent,"
+            " suppressed, rfm, updated_at) VALUES (:ws, :c, CAST(:t AS jsonb), CAST(:s AS jsonb),"
+            " CAST(:k AS jsonb), CAST(:x AS text[]), CAST(:r AS jsonb), now())"
+            " ON CONFLICT (workspace_id, customer_id) DO UPDATE SET traits = excluded.traits,"
+            " trait_stamps = excluded.trait_stamps, consent = excluded.consent,"
+            " suppressed = excluded.suppressed, rfm = excluded.rfm, updated_at = now()"
+        ),
+        [
+            {
+                "ws": workspace_id,
+                "c": customer,
+                "t": orjson.dumps(m.traits).decode(),
+                "s": orjson.dumps(m.trait_stamps).decode(),
+                "k": orjson.dumps(m.consent).decode(),
+                "x": sorted(m.suppressed),
+                "r": orjson.dumps(m.rfm).decode(),
+            }
+            for customer, m in mirrors.items()
+        ],
+    )
+
+
+async def segments_of(
+    conn: AsyncConnection, workspace_id: str, customers: Sequence[str]
+) -> dict[str, set[str]]:
+    rows = await conn.execute(
+        sa.text(
+            "SELECT customer_id, segment_id FROM jr_segments WHERE workspace_id = :ws"
+            " AND customer_id = ANY(CAST(:c AS text[])) AND member"
+        ),
+        {"ws": workspace_id, "c": list(customers)},
+    )
+    found: dict[str, set[str]] = {}
+    for row in rows.all():
+        found.setdefault(row.customer_id, set()).add(row.segment_id)
+    return found
+
+
+async def record_segment_change(
+    conn: AsyncConnection,
+    workspace_id: str,
+    customer_id: str,
+    segment_id: str,
+    member: bool,
+    at: datetime,
+    event_id: str,
+) -> bool:
+    """Keeps the newest change per (customer, segment); True if this one is it."""
+    result = await conn.execute(
+        sa.text(
+            "INSERT INTO jr_segments (workspace_id, customer_id, segment_id, member, changed_at,"
+            " event_id) VALUES (:ws, :c, :s, :m, :at, :id)"
+            " ON CONFLICT (workspace_id, customer_id, segment_id) DO UPDATE SET"
+            " member = excluded.member, changed_at = excluded.changed_at,"
+            " event_id = excluded.event_id"
+            " WHERE (jr_segments.changed_at, jr_segments.event_id)"
+            " < (excluded.changed_at, excluded.event_id)"
+        ),
+        {
+            "ws": workspace_id,
+            "c": customer_id,
+            "s": segment_id,
+            "m": member,
+            "at": at,
+            "id": event_id,
+        },
+    )
+    return bool(result.rowcount)
+
+
+async def count_events(
+    conn: AsyncConnection, workspace_id: str, rows: Sequence[tuple[str, str, date, datetime]]
+) -> None:
+    """(customer, event, day, at) per new event."""
+    if not rows:
+        return
+    await conn.execute(
+        sa.text(
+            "INSERT INTO jr_customer_events (workspace_id, customer_id, event, day, count, last_at)"
+            " SELECT :ws, c, e, d, count(*), max(a) FROM unnest(CAST(:c AS text[]),"
+            " CAST(:e AS text[]), CAST(:d AS date[]), CAST(:a AS timestamptz[])) x(c, e, d, a)"
+            " GROUP BY c, e, d"
+            " ON CONFLICT (workspace_id, customer_id, event, day) DO UPDATE SET"
+            " count = jr_customer_events.count + excluded.count,"
+            " last_at = greatest(jr_customer_events.last_at, excluded.last_at)"
+        ),
+        {
+            "ws": workspace_id,
+            "c": [r[0] for r in rows],
+            "e": [r[1] for r in rows],
+            "d": [r[2] for r in rows],
+            "a": [r[3] for r in rows],
+        },
+    )
+
+
+async def event_days(
+    conn: AsyncConnection, workspace_id: str, customers: Sequence[str], events: Iterable[str]
+) -> dict[str, dict[str, dict[date, int]]]:
+    names = sorted(set(events))
+    if not names:
+        return {}
+    rows = await conn.execute(
+        sa.text(
+            "SELECT customer_id, event, day, count FROM jr_customer_events"
+            " WHERE workspace_id = :ws AND customer_id = ANY(CAST(:c AS text[]))"
+            " AND event = ANY(CAST(:e AS text[]))"
+        ),
+        {"ws": workspace_id, "c": list(customers), "e": names},
+    )
+    found: dict[str, dict[str, dict[date, int]]] = {}
+    for r in rows.all():
+        found.setdefault(r.customer_id, {}).setdefault(r.event, {})[r.day] = r[3]
+    return found
+
+
+async def last_event_at(
+    conn: AsyncConnection, workspace_id: str, customer_id: str, event: str
+) -> datetime | None:
+    value: datetime | None = await conn.scalar(
+        sa.text(
+            "SELECT max(last_at) FROM jr_customer_events WHERE workspace_id = :ws"
+            " AND customer_id = :c AND event = :e"
+        ),
+        {"ws": workspace_id, "c": customer_id, "e": event},
+    )
+    return value
+
+
+async def first_new_events(
+    conn: AsyncConnection, workspace_id: str, event_ids: Sequence[str]
+) -> set[str]:
+    """Records the ids as seen; returns the ones not seen before."""
+    rows = await conn.execute(
+        sa.text(
+            "INSERT INTO jr_seen_events (workspace_id, event_id)"
+            " SELECT :ws, unnest(CAST(:ids AS text[])) ON CONFLICT DO NOTHING RETURNING event_id"
+        ),
+        {"ws": workspace_id, "ids": list(dict.fromkeys(event_ids))},
+    )
+    return {row.event_id for row in rows.all()}
+
+
+# Trigger schedules
+
+
+@dataclass(frozen=True)
+class Schedule:
+    workspace_id: str
+    journey_id: str
+    customer_id: str
+    kind: str
+    due_at: datetime
+    data: dict[str, Any]
+
+
+async def upsert_schedules(conn: AsyncConnection, schedules: Sequence[Schedule]) -> None:
+    if not schedules:
+        return
+    await conn.execute(
+        sa.text(
+            "INSERT INTO jr_schedules (workspace_id, journey_id, customer_id, kind, due_at, data)"
+            " VALUES (:workspace_id, :journey_id, :customer_id, :kind, :due_at,"
+            " CAST(:data AS jsonb)) ON CONFLICT (workspace_id, journey_id, customer_id, kind)"
+            " DO UPDATE SET due_at = excluded.due_at, data = excluded.data"
+        ),
+        [{**vars(s), "data": orjson.dumps(s.data).decode()} for s in schedules],
+    )
+
+
+async def delete_schedules(conn: AsyncConnection, schedules: Sequence[Schedule]) -> None:
+    if not schedules:
+        return
+    await conn.execute(
+        sa.text(
+            "DELETE FROM jr_schedules WHERE workspace_id = :workspace_id"
+            " AND journey_id = :journey_id AND customer_id = :customer_id AND kind = :kind"
+        ),
+        [
+            {k: getattr(s, k) for k in ("workspace_id", "journey_id", "customer_id", "kind")}
+            for s in schedules
+        ],
+    )
+
+
+async def claim_due_schedules(conn: AsyncConnection, now: datetime, limit: int) -> list[Schedule]:
+    rows = await conn.execute(
+        sa.text(
+            "SELECT s.workspace_id, s.journey_id, s.customer_id, s.kind, s.due_at, s.data"
+            " FROM jr_schedules s JOIN jr_journeys j ON j.workspace_id = s.workspace_id"
+            " AND j.id = s.journey_id AND j.status = 'active'"
+            " WHERE s.due_at <= :now ORDER BY s.due_at LIMIT :n FOR UPDATE OF s SKIP LOCKED"
+        ),
+        {"now": now, "n": limit},
+    )
+    return [Schedule(*row) for row in rows.all()]
+
+
+async def segment_members(
+    conn: AsyncConnection, workspace_id: str, segment_id: str, after: str, limit: int
+) -> list[str]:
+    rows = await conn.execute(
+        sa.text(
+            "SELECT customer_id FROM jr_segments WHERE workspace_id = :ws AND segment_id = :s"
+            " AND member AND customer_id > :after ORDER BY customer_id LIMIT :n"
+        ),
+        {"ws": workspace_id, "s": segment_id, "after": after, "n": limit},
+    )
+    return [row.customer_id for row in rows.all()]

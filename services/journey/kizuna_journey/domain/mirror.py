@@ -1,0 +1,95 @@
+"""What the journey service keeps of a customer, moved forward by events in any order: traits
+keep the value with the newest (event time, id); consent per channel the newest statement (an
+opt-out wins a tie); hard bounces and complaints suppress a channel for good. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC
+from typing import Any
+
+from kizuna.envelope import Envelope
+
+CHANNELS = ("email", "line", "sms", "webhook")
+HARD_BOUNCES = frozenset({"hard", "permanent"})
+
+
+def stamp_of(event: Envelope) -> str:
+    """Orders statements: ISO time in UTC sorts as text, the id breaks ties."""
+    return f"{event.occurred_at.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S.%f')}|{event.id}"
+
+
+@dataclass
+class Mirror:
+    traits: dict[str, Any] = field(default_factory=dict)
+    trait_stamps: dict[str, str] = field(default_factory=dict)
+    consent: dict[str, dict[str, str]] = field(default_factory=dict)  # channel → status, stamp
+    suppressed: set[str] = field(default_factory=set)
+    rfm: dict[str, int] = field(default_factory=dict)
+
+    def consent_status(self) -> dict[str, str]:
+        return {channel: entry["status"] for channel, entry in self.consent.items()}
+
+    def set_traits(self, updates: dict[str, Any], stamp: str) -> set[str]:
+        """Applies the traits an event states; returns the names whose value changed."""
+        changed = set()
+        for name, value in updates.items():
+            if stamp > self.trait_stamps.get(name, ""):
+                self.trait_stamps[name] = stamp
+                if self.traits.get(name) != value:
+                    changed.add(name)
+                if value is None:
+                    self.traits.pop(name, None)
+                else:
+                    self.traits[name] = value
+        return changed
+
+    def state_consent(self, channel: str, status: str, stamp: str) -> None:
+        current = self.consent.get(channel)
+        candidate = (stamp.split("|")[0], status == "revoked", stamp)
+        if current is None or candidate > (
+            current["stamp"].split("|")[0],
+            current["status"] == "revoked",
+            current["stamp"],
+        ):
+            self.consent[channel] = {"status": status, "stamp": stamp}
+
+    def absorb(self, other: Mirror) -> None:
+        """Merges another customer's mirror into this one (the order does not matter)."""
+        for name, stamp in other.trait_stamps.items():
+            if name in other.traits or stamp > self.trait_stamps.get(name, ""):
+                self.set_traits({name: other.traits.get(name)}, stamp)
+        for channel, entry in other.consent.items():
+            self.state_consent(channel, entry["status"], entry["stamp"])
+        self.suppressed |= other.suppressed
+        if not self.rfm:
+            self.rfm = dict(other.rfm)
+
+
+def observe(mirror: Mirror, event: Envelope) -> set[str]:
+    """Moves the mirror by one new event; returns the names of traits that changed."""
+    payload = event.payload
+    stamp = stamp_of(event)
+    if event.type == "identify" and isinstance(payload.get("traits"), dict):
+        return mirror.set_traits(payload["traits"], stamp)
+    if event.type != "track":
+        return set()
+    name = payload.get("event")
+    properties = payload.get("properties")
+    properties = properties if isinstance(properties, dict) else {}
+    if name == "Consent Updated":
+        channel = str(properties.get("channel", "")).lower()
+        status = properties.get("status")
+        if isinstance(properties.get("granted"), bool):
+            status = "granted" if properties["granted"] else "revoked"
+        if channel in CHANNELS and status in ("granted", "revoked"):
+            mirror.state_consent(channel, str(status), stamp)
+    elif name == "Unsubscribed":
+        channel = str(properties.get("channel") or "email").lower()
+        if channel in CHANNELS:
+            mirror.state_consent(channel, "revoked", stamp)
+    elif name == "Email Marked as Spam" or (
+        name == "Email Bounced" and str(properties.get("bounce_type", "")).lower() in HARD_BOUNCES
+    ):
+        mirror.suppressed.add("email")
+    return set()

@@ -1,0 +1,115 @@
+"""The journey service's moving parts: consumers, the timer and schedule loops, the outbox."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from kizuna import topics
+from kizuna.bus import Bus, BusMessage, ConsumerRunner, Decoded
+from kizuna.envelope import Envelope, utcnow
+from kizuna.outbox import Outbox
+from kizuna.service import BackgroundTask, ConsumerFactory, ServiceContext, consumer_runner
+from kizuna_journey import handlers
+
+OUTBOX_LOCK = 0x4A524E59
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Journeys:
+    engine: AsyncEngine
+    bus: Bus
+    timer_batch: int = 1000
+    poll_seconds: float = 0.2
+    clock: Callable[[], datetime] = utcnow
+    outbox: Outbox = field(default_factory=lambda: Outbox("jr_outbox", OUTBOX_LOCK))
+
+    def _published(self, anything: bool) -> None:
+        if anything:
+            self.outbox.pending.set()
+
+    async def handle_events(self, events: Sequence[Envelope]) -> None:
+        async with self.engine.begin() as conn:
+            self._published(await handlers.on_events(conn, events, self.clock(), self.outbox))
+
+    async def handle_lifecycle(self, events: Sequence[Envelope]) -> None:
+        async with self.engine.begin() as conn:
+            await handlers.on_lifecycle(conn, events)
+
+    async def fire_due(self) -> int:
+        """Fires every run and trigger schedule due now, a batch per transaction; returns how
+        many fired. Several replicas may run this at once: each claims different rows."""
+        fired = 0
+        while True:
+            async with self.engine.begin() as conn:
+                runs, published = await handlers.fire_due_runs(
+                    conn, self.clock(), self.timer_batch, self.outbox
+                )
+            self._published(published)
+            async with self.engine.begin() as conn:
+                schedules, published = await handlers.fire_due_schedules(
+                    conn, self.clock(), self.timer_batch, self.outbox
+                )
+            self._published(published)
+            fired += runs + schedules
+            if runs < self.timer_batch and schedules < self.timer_batch:
+                return fired
+
+    async def publish_outbox(self) -> int:
+        return await self.outbox.publish_pending(self.engine, self.bus)
+
+    async def run_timers(self) -> None:
+        while True:
+            try:
+                fired = await self.fire_due()
+            except Exception:
+                log.exception("journey_timers_failed")
+                fired = 0
+            if not fired:
+                await asyncio.sleep(self.poll_seconds)
+
+    async def run_outbox(self) -> None:
+        await self.outbox.run_forever(self.engine, self.bus)
+
+
+def decode(message: BusMessage) -> Envelope:
+    return Envelope.from_bytes(message.value)
+
+
+Current = Callable[[], Journeys]
+
+
+def consumers(current: Current) -> list[ConsumerFactory]:
+    def events(context: ServiceContext) -> ConsumerRunner[Envelope]:
+        async def handle(batch: Sequence[Decoded[Envelope]]) -> None:
+            await current().handle_events([item.value for item in batch])
+
+        return consumer_runner(
+            context, "journey", [topics.RESOLVED_EVENTS, topics.SEGMENT_CHANGES], decode, handle
+        )
+
+    def lifecycle(context: ServiceContext) -> ConsumerRunner[Envelope]:
+        async def handle(batch: Sequence[Decoded[Envelope]]) -> None:
+            await current().handle_lifecycle([item.value for item in batch])
+
+        return consumer_runner(
+            context, "journey-lifecycle", [topics.CUSTOMER_LIFECYCLE], decode, handle
+        )
+
+    return [events, lifecycle]
+
+
+def background(current: Current) -> list[BackgroundTask]:
+    async def timers(_: ServiceContext) -> None:
+        await current().run_timers()
+
+    async def outbox(_: ServiceContext) -> None:
+        await current().run_outbox()
+
+    return [timers, outbox]

@@ -1,0 +1,340 @@
+"""One transaction's worth of journey work for one workspace: what it loaded, what it decided,
+and the writes that make the decisions durable together (runs, step log, schedules, outbox).
+
+Runs a customer is in are locked first; new runs are inserted before anything they produced is
+kept, so a run another replica created at the same moment never sends twice."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from kizuna import topics
+from kizuna.envelope import Envelope
+from kizuna.outbox import Outbox
+from kizuna_journey.adapters import store
+from kizuna_journey.adapters.store import ActiveJourney, RunRow, Schedule
+from kizuna_journey.domain import clock, conditions, definition, machine, rules
+from kizuna_journey.domain.definition import JourneyDefinition
+from kizuna_journey.domain.durations import parse_duration, parse_time_of_day
+from kizuna_journey.domain.mirror import Mirror
+
+SEND_REQUESTED = "send.requested"
+
+
+def run_id_for(workspace_id: str, journey_id: str, customer_id: str, entry_key: str) -> str:
+    digest = hashlib.sha256(f"{workspace_id}:{journey_id}:{customer_id}:{entry_key}".encode())
+    return f"run_{digest.hexdigest()[:32]}"
+
+
+def matches(filters: Sequence[definition.PropertyFilter], properties: dict[str, Any]) -> bool:
+    return all(
+        conditions.compare(properties.get(f.property), f.model_dump(exclude={"property"}))
+        for f in filters
+    )
+
+
+def condition_events(journey: JourneyDefinition) -> set[str]:
+    names: set[str] = set()
+    for step in journey.steps.values():
+        if isinstance(step, definition.ConditionStep):
+            names |= conditions.events_named(step.if_)
+    return names
+
+
+@dataclass
+class Work:
+    conn: AsyncConnection
+    workspace_id: str
+    now: datetime
+    outbox: Outbox
+    journeys: list[ActiveJourney] = field(default_factory=list)
+    workspace_rules: definition.DeliveryRules | None = None
+    mirrors: dict[str, Mirror] = field(default_factory=dict)
+    segments: dict[str, set[str]] = field(default_factory=dict)
+    live: dict[str, list[RunRow]] = field(default_factory=dict)  # customer → live runs
+    entries: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    budgets: dict[str, rules.Budget] = field(default_factory=dict)
+    event_days: dict[str, dict[str, Any]] = field(default_factory=dict)
+    statuses: dict[str, str] = field(default_factory=dict)  # journey → status
+    definitions: dict[tuple[str, int], JourneyDefinition] = field(default_factory=dict)
+    changed_runs: dict[str, RunRow] = field(default_factory=dict)
+    new_runs: dict[str, RunRow] = field(default_factory=dict)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[tuple[str, str, Envelope]] = field(default_factory=list)  # run, topic, event
+    schedules: dict[tuple[str, str, str], Schedule] = field(default_factory=dict)
+    unscheduled: dict[tuple[str, str, str], Schedule] = field(default_factory=dict)
+    dirty_mirrors: set[str] = field(default_factory=set)
+
+    @classmethod
+    async def load(
+        cls,
+        conn: AsyncConnection,
+        workspace_id: str,
+        customers: Iterable[str],
+        now: datetime,
+        outbox: Outbox,
+        *,
+        claimed: Sequence[RunRow] = (),
+        lock: bool = True,
+    ) -> Work:
+        ids = sorted(set(customers))
+        work = cls(conn, workspace_id, now, outbox)
+        work.journeys = await store.active_journeys(conn, [workspace_id])
+        work.workspace_rules = await store.delivery_rules(conn, workspace_id)
+        runs = list(claimed) or await store.lock_live_runs(conn, workspace_id, ids)
+        for run in runs:
+            work.live.setdefault(run.customer_id, []).append(run)
+        keys = {(run.journey_id, run.version) for run in runs}
+        keys |= {(j.journey_id, j.version) for j in work.journeys}
+        found = await store.definitions_of(conn, [(workspace_id, j, v) for j, v in keys])
+        work.definitions = {(k[1], k[2]): d for k, d in found.items()}
+        work.statuses = {
+            journey: status
+            for (_, journey), status in (
+                await store.journey_statuses(conn, [(workspace_id, j) for j, _ in keys])
+            ).items()
+        }
+        work.mirrors = await store.load_mirrors(conn, workspace_id, ids, lock=lock)
+        work.segments = await store.segments_of(conn, workspace_id, ids)
+        work.entries = await store.entry_history(conn, workspace_id, ids) if not claimed else {}
+        names = set().union(*(condition_events(d) for d in work.definitions.values()))
+        work.event_days = await store.event_days(conn, workspace_id, ids, names)
+        longest = max(
+            (
+                rules.resolve(work.workspace_rules, d.delivery).longest_cap
+                for d in work.definitions.values()
+            ),
+            default=timedelta(0),
+        )
+        sent = await store.marketing_sent(conn, workspace_id, ids, now - longest) if longest else {}
+        work.budgets = {c: rules.Budget(sent.get(c, [])) for c in ids}
+        return work
+
+    def mirror(self, customer_id: str) -> Mirror:
+        return self.mirrors.setdefault(customer_id, Mirror())
+
+    def facts(self, customer_id: str) -> conditions.CustomerFacts:
+        mirror = self.mirror(customer_id)
+        return conditions.CustomerFacts(
+            traits=mirror.traits,
+            segments=frozenset(self.segments.get(customer_id, ())),
+            rfm=mirror.rfm,
+            consent=mirror.consent_status(),
+            suppressed=frozenset(mirror.suppressed),
+            event_days=self.event_days.get(customer_id, {}),
+        )
+
+    def definition_of(self, run: RunRow) -> JourneyDefinition:
+        return self.definitions[(run.journey_id, run.version)]
+
+    # Runs
+
+    def enrol(
+        self, journey: ActiveJourney, customer_id: str, entry_key: str, data: dict[str, Any]
+    ) -> RunRow | None:
+        """Starts a run unless the entry rule or a live run stops it."""
+        if any(run.journey_id == journey.journey_id for run in self.live.get(customer_id, [])):
+            return None
+        entry = journey.definition.entry
+        last = self.entries.get((journey.journey_id, customer_id))
+        if last is not None and entry.policy == "once":
+            return None
+        if (
+            last is not None
+            and entry.policy == "once_per"
+            and entry.period is not None
+            and self.now - last < parse_duration(entry.period)
+        ):
+            return None
+        holdout = (
+            clock.bucket(f"{journey.journey_id}:{customer_id}") < journey.definition.holdout_percent
+        )
+        run = RunRow(
+            run_id=run_id_for(self.workspace_id, journey.journey_id, customer_id, entry_key),
+            workspace_id=self.workspace_id,
+            journey_id=journey.journey_id,
+            version=journey.version,
+            customer_id=customer_id,
+            holdout=holdout,
+            step=None,
+            visits={},
+            data=data,
+            due_at=None,
+            waiting_for=None,
+            entered_at=self.now,
+        )
+        self.definitions[(journey.journey_id, journey.version)] = journey.definition
+        self.statuses[journey.journey_id] = "active"
+        self.new_runs[run.run_id] = run
+        self.live.setdefault(customer_id, []).append(run)
+        self.entries[(journey.journey_id, customer_id)] = self.now
+        self.advance(run, "start")
+        return run
+
+    def advance(self, run: RunRow, resume: machine.Resume) -> None:
+        journey = self.definition_of(run)
+        delivery = rules.resolve(self.workspace_rules, journey.delivery)
+        facts = self.facts(run.customer_id)
+        situation = machine.Situation(
+            facts, delivery, self.budgets.setdefault(run.customer_id, rules.Budget()), self.now
+        )
+        state = machine.Run(
+            run.run_id,
+            run.journey_id,
+            run.version,
+            run.customer_id,
+            run.holdout,
+            run.step,
+            run.visits,
+            run.data,
+        )
+        outcome = machine.advance(journey, state, situation, resume)
+        run.step = outcome.run.step
+        run.visits = dict(outcome.run.visits)
+        run.due_at = outcome.due_at
+        run.waiting_for = outcome.waiting_for
+        for executed in outcome.executed:
+            self._log(run, executed)
+        for send in outcome.sends:
+            self.messages.append((run.run_id, topics.SEND_REQUESTS, self._send_request(run, send)))
+        for update in outcome.trait_updates:
+            self.mirror(run.customer_id).traits.update(update.traits)  # seen by later steps
+            self.messages.append((run.run_id, topics.RAW_EVENTS, self._identify(run, update)))
+        if outcome.ended is not None:
+            self.end(run, "completed", outcome.ended)
+        else:
+            self._changed(run)
+
+    def end(self, run: RunRow, status: str, reason: str) -> None:
+        run.status = status
+        run.end_reason = reason
+        run.ended_at = self.now
+        run.due_at = None
+        run.waiting_for = None
+        runs = self.live.get(run.customer_id, [])
+        if run in runs:
+            runs.remove(run)
+        self._changed(run)
+
+    def _changed(self, run: RunRow) -> None:
+        if run.run_id not in self.new_runs:
+            self.changed_runs[run.run_id] = run
+
+    def _log(self, run: RunRow, executed: machine.Executed) -> None:
+        self.steps.append(
+            {
+                "execution_id": executed.execution_id,
+                "outcome": executed.outcome,
+                "workspace_id": self.workspace_id,
+                "journey_id": run.journey_id,
+                "version": run.version,
+                "run_id": run.run_id,
+                "customer_id": run.customer_id,
+                "step_id": executed.step_id,
+                "step_type": executed.step_type,
+                "category": executed.detail.get("category"),
+                "detail": dict(executed.detail),
+                "at": self.now,
+            }
+        )
+
+    def _send_request(self, run: RunRow, send: machine.SendRequest) -> Envelope:
+        return Envelope.new(
+            SEND_REQUESTED,
+            self.workspace_id,
+            run.customer_id,
+            {
+                "send_id": send.send_id,
+                "customer_id": run.customer_id,
+                "channel": send.channel,
+                "category": send.category,
+                "template": send.template,
+                "url": send.url,
+                "data": dict(send.data),
+                "journey_id": run.journey_id,
+                "journey_version": run.version,
+                "run_id": run.run_id,
+                "step_id": send.step_id,
+                "execution_id": send.execution_id,
+            },
+            occurred_at=self.now,
+            event_id=send.send_id,
+        )
+
+    def _identify(self, run: RunRow, update: machine.TraitUpdate) -> Envelope:
+        event_id = f"journey-trait:{update.execution_id}"
+        stamp = self.now.isoformat()
+        return Envelope.new(
+            "identify",
+            self.workspace_id,
+            run.customer_id,
+            {
+                "type": "identify",
+                "messageId": event_id,
+                "customerId": run.customer_id,
+                "traits": dict(update.traits),
+                "timestamp": stamp,
+                "receivedAt": stamp,
+                "context": {"library": {"name": "kizuna-journey"}, "journey_id": run.journey_id},
+            },
+            occurred_at=self.now,
+            event_id=event_id,
+        )
+
+    # Schedules
+
+    def schedule(self, item: Schedule) -> None:
+        key = (item.journey_id, item.customer_id, item.kind)
+        self.unscheduled.pop(key, None)
+        self.schedules[key] = item
+
+    def unschedule(self, item: Schedule) -> None:
+        key = (item.journey_id, item.customer_id, item.kind)
+        self.schedules.pop(key, None)
+        self.unscheduled[key] = item
+
+    def schedule_date(self, journey: ActiveJourney, customer_id: str) -> None:
+        trigger = journey.definition.trigger
+        assert isinstance(trigger, definition.DateTrigger)
+        traits = self.mirror(customer_id).traits
+        day = clock.parse_date(traits.get(trigger.trait))
+        item = Schedule(self.workspace_id, journey.journey_id, customer_id, "date", self.now, {})
+        if day is None:
+            self.unschedule(item)
+            return
+        delivery = rules.resolve(self.workspace_rules, journey.definition.delivery)
+        tz = clock.zone(traits.get("timezone"), delivery.default_timezone)
+        due = clock.next_anniversary(
+            self.now, day, parse_time_of_day(trigger.at), tz, trigger.offset_days
+        )
+        offset = clock.spread_offset(
+            f"{journey.journey_id}:{customer_id}", parse_duration(trigger.spread)
+        )
+        self.schedule(replace(item, due_at=due + offset, data={"day": due.date().isoformat()}))
+
+    # Flush
+
+    async def flush(self) -> bool:
+        """Writes everything decided; returns whether the outbox got anything."""
+        inserted = await store.insert_new_runs(self.conn, list(self.new_runs.values()))
+        lost = set(self.new_runs) - inserted
+        await store.save_runs(self.conn, list(self.changed_runs.values()))
+        await store.insert_steps(self.conn, [s for s in self.steps if s["run_id"] not in lost])
+        by_topic: dict[str, list[Envelope]] = {}
+        for run_id, topic, event in self.messages:
+            if run_id not in lost:
+                by_topic.setdefault(topic, []).append(event)
+        for topic, events in by_topic.items():
+            await self.outbox.add(self.conn, topic, events)
+        await store.delete_schedules(self.conn, list(self.unscheduled.values()))
+        await store.upsert_schedules(self.conn, list(self.schedules.values()))
+        await store.save_mirrors(
+            self.conn, self.workspace_id, {c: self.mirrors[c] for c in self.dirty_mirrors}
+        )
+        return bool(by_topic)
