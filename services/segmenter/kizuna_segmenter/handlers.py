@@ -243,6 +243,7 @@ async def sweep_due(conn: AsyncConnection, now: datetime, limit: int) -> tuple[i
     changed = 0
     for workspace_id, customer_ids in sorted(due.items()):
         changed += len(await rescore(conn, workspace_id, customer_ids, now))
+        changed += await rules.reevaluate(conn, workspace_id, now, customer_ids)  # RFM leaves
     return sum(len(ids) for ids in due.values()), changed
 
 

@@ -107,13 +107,18 @@ class _Compiler:
             path, "must hold all, any, not, trait, event, rfm, consent, fact or score"
         )
 
-    def _range(self, column: str, node: dict[str, Any], path: str, cast: str = "") -> str:
+    def _range(
+        self, column: str, node: dict[str, Any], path: str, cast: str = "", *, text: bool = False
+    ) -> str:
+        """Numbers; with ``text``, ISO dates compared as text."""
         bounds = []
         for key, operator in (("min", ">="), ("max", "<=")):
             if node.get(key) is not None:
                 value = node[key]
-                if isinstance(value, bool) or not isinstance(value, int | float | str):
-                    raise InvalidCondition(f"{path}.{key}", "must be a number or a date")
+                if text and not isinstance(value, str):
+                    raise InvalidCondition(f"{path}.{key}", "must be a date, as the other bound is")
+                if not text and (isinstance(value, bool) or not isinstance(value, int | float)):
+                    raise InvalidCondition(f"{path}.{key}", "must be a number")
                 bounds.append(f"{column} {operator} {cast}{self.bind(value)}")
         if not bounds:
             raise InvalidCondition(path, "a range needs min or max")
@@ -124,7 +129,7 @@ class _Compiler:
         if not isinstance(name, str) or not name:
             raise InvalidCondition(f"{path}.trait", "must name a trait")
         op = node.get("op", "equals")
-        if op not in TRAIT_OPS:
+        if not isinstance(op, str) or op not in TRAIT_OPS:
             raise InvalidCondition(f"{path}.op", f"must be one of {', '.join(sorted(TRAIT_OPS))}")
         exists = (
             "EXISTS (SELECT 1 FROM seg_traits t WHERE t.workspace_id = c.workspace_id"
@@ -136,8 +141,12 @@ class _Compiler:
             return "NOT " + exists + " AND t.value <> 'null'::jsonb)"
         part = node.get("part")
         if part is not None:
-            if part not in DATE_PARTS:
+            if not isinstance(part, str) or part not in DATE_PARTS:
                 raise InvalidCondition(f"{path}.part", "must be month, day or year")
+            if op == "contains":
+                raise InvalidCondition(
+                    f"{path}.op", "a date part takes equals, not_equals, in or range"
+                )
             column = (
                 f"extract({DATE_PARTS[part]} FROM CASE WHEN t.value #>> '{{}}'"
                 " ~ '^\\d{4}-\\d{2}-\\d{2}' THEN CAST(left(t.value #>> '{}', 10) AS date) END)"
@@ -159,13 +168,13 @@ class _Compiler:
             if numeric:
                 return self._range(column, node, path)
             if isinstance(node.get("min"), str) or isinstance(node.get("max"), str):
-                return self._range(f"({column} #>> '{{}}')", node, path)  # ISO dates as text
+                return self._range(f"({column} #>> '{{}}')", node, path, text=True)  # ISO dates
             number = f"(CASE WHEN jsonb_typeof({column}) = 'number' THEN ({column})::numeric END)"
             return self._range(number, node, path)
         if op == "in":
             if not isinstance(value, list) or not value:
                 raise InvalidCondition(f"{path}.value", "must be a non-empty list")
-            options = [self._json(v, numeric) for v in value]
+            options = [self._json(v, numeric, f"{path}.value") for v in value]
             return "(" + " OR ".join(f"{column} = {o}" for o in options) + ")"
         if op == "contains":
             if not isinstance(value, str):
@@ -174,12 +183,12 @@ class _Compiler:
         if "value" not in node:
             raise InvalidCondition(f"{path}.value", "is required")
         comparison = "=" if op == "equals" else "IS DISTINCT FROM"
-        return f"{column} {comparison} {self._json(value, numeric)}"
+        return f"{column} {comparison} {self._json(value, numeric, f'{path}.value')}"
 
-    def _json(self, value: Any, numeric: bool) -> str:
+    def _json(self, value: Any, numeric: bool, path: str) -> str:
         if numeric:
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise InvalidCondition("value", "must be a number")
+                raise InvalidCondition(path, "must be a number")
             return self.bind(value)
         return f"CAST({self.bind(orjson.dumps(value).decode())} AS jsonb)"
 
@@ -230,24 +239,31 @@ class _Compiler:
 
     def rfm(self, node: dict[str, Any], path: str) -> str:
         field_name = node["rfm"]
-        column = RFM_FIELDS.get(field_name)
+        column = RFM_FIELDS.get(field_name) if isinstance(field_name, str) else None
         if column is None:
             raise InvalidCondition(f"{path}.rfm", "must be tier, recency, frequency or monetary")
-        op = node.get("op", "equals" if field_name == "tier" else "range")
+        tier = field_name == "tier"
+        op = node.get("op", "equals" if tier else "range")
         value = node.get("value")
-        if op == "range":
+        if op == "range" and not tier:
             return self._range(column, node, path)
-        if op == "in":
-            if not isinstance(value, list) or not value:
+        if op in ("in", "equals"):
+            values = value if op == "in" else [value]
+            if not isinstance(values, list) or not values:
                 raise InvalidCondition(f"{path}.value", "must be a non-empty list")
-            return "(" + " OR ".join(f"{column} = {self.bind(v)}" for v in value) + ")"
-        if op == "equals":
-            return f"{column} = {self.bind(value)}"
-        raise InvalidCondition(f"{path}.op", "must be equals, in or range")
+            for v in values:
+                if tier and not isinstance(v, str):
+                    raise InvalidCondition(f"{path}.value", "must name tiers")
+                if not tier and (isinstance(v, bool) or not isinstance(v, int)):
+                    raise InvalidCondition(f"{path}.value", "must be scores from 1 to 5")
+            return "(" + " OR ".join(f"{column} = {self.bind(v)}" for v in values) + ")"
+        raise InvalidCondition(
+            f"{path}.op", "must be equals or in" if tier else "must be equals, in or range"
+        )
 
     def consent(self, node: dict[str, Any], path: str) -> str:
         channel = node["consent"]
-        if channel not in CHANNELS:
+        if not isinstance(channel, str) or channel not in CHANNELS:
             raise InvalidCondition(f"{path}.consent", "must be email, line, sms or webhook")
         status = node.get("status", "granted")
         if status not in ("granted", "revoked"):
@@ -260,7 +276,7 @@ class _Compiler:
 
     def fact(self, node: dict[str, Any], path: str) -> str:
         name = node["fact"]
-        column = FACTS.get(name)
+        column = FACTS.get(name) if isinstance(name, str) else None
         if column is None:
             raise InvalidCondition(f"{path}.fact", f"must be one of {', '.join(sorted(FACTS))}")
         if name in TIME_FACTS:
