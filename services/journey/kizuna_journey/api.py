@@ -272,12 +272,29 @@ TRANSITIONS = {
 }
 
 
-@router.post("/v1/journeys/{journey_id}/{action}")
+@router.post("/v1/journeys/{journey_id}/activate")
+async def activate(journey_id: str, request: Request, admin: Admin, context: Context) -> Any:
+    return await change_status(journey_id, "activate", request, admin, context)
+
+
+@router.post("/v1/journeys/{journey_id}/pause")
+async def pause(journey_id: str, request: Request, admin: Admin, context: Context) -> Any:
+    return await change_status(journey_id, "pause", request, admin, context)
+
+
+@router.post("/v1/journeys/{journey_id}/archive")
+async def archive(journey_id: str, request: Request, admin: Admin, context: Context) -> Any:
+    """Cancels every live run and every pending trigger of the journey."""
+    return await change_status(journey_id, "archive", request, admin, context)
+
+
 async def change_status(
-    journey_id: str, action: str, request: Request, admin: Admin, context: Context
+    journey_id: str,
+    action: str,
+    request: Request,
+    admin: auth.Principal,
+    context: ServiceContext,
 ) -> Any:
-    if action not in TRANSITIONS:
-        raise HTTPException(404, f"no action {action!r}; use activate, pause or archive")
     allowed, target = TRANSITIONS[action]
     journeys = _journeys(request)
     now = journeys.clock()
@@ -408,7 +425,7 @@ async def get_run(run_id: str, admin: Admin, context: Context) -> dict[str, Any]
         steps = await conn.execute(
             sa.text(
                 "SELECT execution_id, step_id, step_type, outcome, detail, at FROM jr_steps"
-                " WHERE run_id = :id ORDER BY at, execution_id"
+                " WHERE run_id = :id ORDER BY at, seq"
             ),
             {"id": run_id},
         )

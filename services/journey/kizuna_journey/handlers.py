@@ -409,7 +409,7 @@ async def enrol_customers(
         if run is not None:
             started.append(run.run_id)
     await work.flush()
-    return started
+    return [run_id for run_id in started if run_id in work.inserted]
 
 
 # Lifecycle

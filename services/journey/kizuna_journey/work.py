@@ -70,6 +70,7 @@ class Work:
     schedules: dict[tuple[str, str, str], Schedule] = field(default_factory=dict)
     unscheduled: dict[tuple[str, str, str], Schedule] = field(default_factory=dict)
     dirty_mirrors: set[str] = field(default_factory=set)
+    inserted: set[str] = field(default_factory=set)  # new runs that got in, once flushed
 
     @classmethod
     async def load(
@@ -323,6 +324,7 @@ class Work:
     async def flush(self) -> bool:
         """Writes everything decided; returns whether the outbox got anything."""
         inserted = await store.insert_new_runs(self.conn, list(self.new_runs.values()))
+        self.inserted = inserted
         lost = set(self.new_runs) - inserted
         await store.save_runs(self.conn, list(self.changed_runs.values()))
         await store.insert_steps(self.conn, [s for s in self.steps if s["run_id"] not in lost])

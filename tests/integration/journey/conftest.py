@@ -174,7 +174,7 @@ class JourneyApp:
                     "SELECT step_id, step_type, outcome, detail, journey_id, run_id, at"
                     " FROM jr_steps WHERE workspace_id = :ws AND customer_id = :c"
                     " AND (CAST(:j AS text) IS NULL OR journey_id = :j)"
-                    " ORDER BY at, execution_id"
+                    " ORDER BY at, seq"
                 ),
                 {"ws": self.workspace_id, "c": customer, "j": journey_id},
             )

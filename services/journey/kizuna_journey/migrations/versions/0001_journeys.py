@@ -90,6 +90,7 @@ def upgrade() -> None:
         sa.Column("category", sa.Text),
         sa.Column("detail", JSONB, nullable=False, server_default=EMPTY),
         sa.Column("at", TS, nullable=False),
+        sa.Column("seq", sa.BigInteger, sa.Identity(), nullable=False),  # order within an instant
     )
     op.create_index("jr_steps_run", "jr_steps", ["run_id"])
     op.create_index(
