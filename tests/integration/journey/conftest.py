@@ -101,7 +101,9 @@ class JourneyApp:
         by_topic: dict[str, list[OutgoingMessage]] = {}
         for event in events:
             topic = (
-                topics.SEGMENT_CHANGES if event.type.startswith("segment.") else topics.RESOLVED_EVENTS
+                topics.SEGMENT_CHANGES
+                if event.type.startswith("segment.")
+                else topics.RESOLVED_EVENTS
             )
             by_topic.setdefault(topic, []).append(OutgoingMessage(event.bus_key, event.to_bytes()))
         for topic, messages in by_topic.items():
@@ -115,7 +117,7 @@ class JourneyApp:
                 sa.text("SELECT count(*) FROM jr_seen_events WHERE event_id = ANY(:ids)"),
                 {"ids": ids},
             )
-        return count == len(set(ids))
+        return bool(count == len(set(ids)))
 
     async def identify(self, customer: str, **traits: Any) -> None:
         await self.send(self.event(customer, "identify", traits=traits))
@@ -141,7 +143,7 @@ class JourneyApp:
                 ),
                 {"now": self.clock.now},
             )
-        return due == 0
+        return bool(due == 0)
 
     async def create(self, body: dict[str, Any], activate: bool = True) -> str:
         response = await self.client.post("/v1/journeys", json=body, headers=self.admin)
@@ -152,9 +154,7 @@ class JourneyApp:
         return journey_id
 
     async def activate(self, journey_id: str) -> None:
-        response = await self.client.post(
-            f"/v1/journeys/{journey_id}/activate", headers=self.admin
-        )
+        response = await self.client.post(f"/v1/journeys/{journey_id}/activate", headers=self.admin)
         assert response.status_code == 200, response.text
 
     async def from_template(self, name: str, **options: Any) -> str:
@@ -181,7 +181,9 @@ class JourneyApp:
             return [dict(row._mapping) for row in rows.all()]
 
     async def sent(self, customer: str, journey_id: str | None = None) -> list[str]:
-        return [s["step_id"] for s in await self.steps(customer, journey_id) if s["outcome"] == "sent"]
+        return [
+            s["step_id"] for s in await self.steps(customer, journey_id) if s["outcome"] == "sent"
+        ]
 
     async def runs(self, customer: str) -> list[dict[str, Any]]:
         async with self.journeys.engine.connect() as conn:

@@ -76,7 +76,8 @@ async def test_holdout_gets_nothing_but_is_measured(pg_journey_app: JourneyApp) 
     for customer in customers:
         await app.identify(customer, email=f"{customer}@example.com")
         await app.track(customer, "Promo Requested")
-    held, sent = [], []
+    held: list[str] = []
+    sent: list[str] = []
     for customer in customers:
         [run] = await app.runs(customer)
         (held if run["holdout"] else sent).append(customer)
@@ -97,7 +98,9 @@ async def test_consent_withdrawn_mid_journey_stops_sends(pg_journey_app: Journey
     await app.tick(days=2, minutes=1)
     await app.track("u1", "Consent Updated", channel="email", status="granted")
     await app.tick(days=2, minutes=1)
-    outcomes = [(s["step_id"], s["outcome"], s["detail"].get("reason")) for s in await app.steps("u1")]
+    outcomes = [
+        (s["step_id"], s["outcome"], s["detail"].get("reason")) for s in await app.steps("u1")
+    ]
     sends = [o for o in outcomes if o[0].startswith("welcome")]
     assert sends == [
         ("welcome_1", "sent", None),
@@ -108,7 +111,7 @@ async def test_consent_withdrawn_mid_journey_stops_sends(pg_journey_app: Journey
 
 async def test_invalid_journeys_are_refused_naming_the_step(pg_journey_app: JourneyApp) -> None:
     app = pg_journey_app
-    bad = {
+    bad: dict[str, Any] = {
         "name": "Broken",
         "trigger": {"type": "event", "event": "X"},
         "start": "a",
@@ -120,7 +123,8 @@ async def test_invalid_journeys_are_refused_naming_the_step(pg_journey_app: Jour
     response = await app.client.post("/v1/journeys", json=bad, headers=app.admin)
     assert response.status_code == 422
     fields = {f["field"]: f["problem"] for f in response.json()["error"]["fields"]}
-    assert "steps.b.duration" in fields and "months" in fields["steps.b.duration"]
+    assert "steps.b.duration" in fields
+    assert "months" in fields["steps.b.duration"]
     bad["steps"]["b"]["duration"] = "P30D"
     response = await app.client.post("/v1/journeys", json=bad, headers=app.admin)
     fields = {f["field"]: f["problem"] for f in response.json()["error"]["fields"]}
@@ -129,7 +133,8 @@ async def test_invalid_journeys_are_refused_naming_the_step(pg_journey_app: Jour
     bad["steps"]["c"] = {"type": "condition", "if": {"trait": "vip"}, "then": "a", "else": "a"}
     response = await app.client.post("/v1/journeys", json=bad, headers=app.admin)
     fields = {f["field"]: f["problem"] for f in response.json()["error"]["fields"]}
-    assert "steps.b" in fields and "never reached" in fields["steps.b"]
+    assert "steps.b" in fields
+    assert "never reached" in fields["steps.b"]
     assert any("with no wait" in problem for problem in fields.values())
     response = await app.client.post(
         "/v1/journeys", json={"name": "x", "trigger": {"type": "nope"}}, headers=app.admin
@@ -212,7 +217,9 @@ async def _no_runs(app: JourneyApp, customer: str) -> bool:
     return not await app.runs(customer)
 
 
-async def test_branches_splits_traits_webhooks_and_api_enrolment(pg_journey_app: JourneyApp) -> None:
+async def test_branches_splits_traits_webhooks_and_api_enrolment(
+    pg_journey_app: JourneyApp,
+) -> None:
     app = pg_journey_app
     journey_id = await app.create(
         {
@@ -227,10 +234,17 @@ async def test_branches_splits_traits_webhooks_and_api_enrolment(pg_journey_app:
                     "else": "ab",
                 },
                 "tag": {"type": "update_trait", "traits": {"vip": True}, "next": "hook"},
-                "hook": {"type": "webhook", "url": "https://crm.example.com/hook", "body": {"x": 1}},
+                "hook": {
+                    "type": "webhook",
+                    "url": "https://crm.example.com/hook",
+                    "body": {"x": 1},
+                },
                 "ab": {
                     "type": "split",
-                    "branches": [{"weight": 1, "next": "a", "name": "A"}, {"weight": 1, "name": "B"}],
+                    "branches": [
+                        {"weight": 1, "next": "a", "name": "A"},
+                        {"weight": 1, "name": "B"},
+                    ],
                 },
                 "a": {"type": "send", "channel": "email", "template": "a"},
             },
