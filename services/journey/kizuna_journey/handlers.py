@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from kizuna.bus import PoisonMessage
 from kizuna.envelope import Envelope
 from kizuna.outbox import Outbox
 from kizuna_journey.adapters import store
@@ -74,24 +75,18 @@ async def on_events(
 async def _record_segment_changes(
     conn: AsyncConnection, workspace_id: str, events: Sequence[Envelope]
 ) -> set[str]:
-    newest = set()
-    for event in events:
-        segment_id = event.payload.get("segment_id")
-        if (
-            event.type in SEGMENT_TYPES
-            and isinstance(segment_id, str)
-            and await store.record_segment_change(
-                conn,
-                workspace_id,
-                event.customer_key,
-                segment_id,
-                event.type == "segment.entered",
-                event.occurred_at,
-                event.id,
-            )
-        ):
-            newest.add(event.id)
-    return newest
+    changes = [
+        (
+            event.customer_key,
+            event.payload["segment_id"],
+            event.type == "segment.entered",
+            event.occurred_at,
+            event.id,
+        )
+        for event in events
+        if event.type in SEGMENT_TYPES and isinstance(event.payload.get("segment_id"), str)
+    ]
+    return await store.record_segment_changes(conn, workspace_id, changes)
 
 
 def _on_segment_change(work: Work, event: Envelope) -> None:
@@ -419,12 +414,15 @@ async def on_lifecycle(conn: AsyncConnection, events: Sequence[Envelope]) -> Non
     for event in events:
         payload = event.payload
         if event.type == "customer.merged":
-            await _merge(
-                conn, event.workspace_id, str(payload["absorbed_id"]), str(payload["survivor_id"])
-            )
+            absorbed, survivor = payload.get("absorbed_id"), payload.get("survivor_id")
+            if not isinstance(absorbed, str) or not isinstance(survivor, str):
+                raise PoisonMessage("customer.merged needs absorbed_id and survivor_id")
+            await _merge(conn, event.workspace_id, absorbed, survivor)
         elif event.type == "customer.erased":
-            ids = [str(payload["customer_id"]), *map(str, payload.get("absorbed_ids") or [])]
-            await _erase(conn, event.workspace_id, ids)
+            erased, earlier = payload.get("customer_id"), payload.get("absorbed_ids") or []
+            if not isinstance(erased, str) or not isinstance(earlier, list):
+                raise PoisonMessage("customer.erased needs customer_id and absorbed_ids")
+            await _erase(conn, event.workspace_id, [erased, *map(str, earlier)])
 
 
 async def _merge(conn: AsyncConnection, workspace_id: str, absorbed: str, survivor: str) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -18,6 +19,7 @@ from kizuna.service import BackgroundTask, ConsumerFactory, ServiceContext, cons
 from kizuna_journey import handlers
 
 OUTBOX_LOCK = 0x4A524E59
+TIDY_SECONDS = 600
 log = structlog.get_logger(__name__)
 
 
@@ -77,6 +79,26 @@ class Journeys:
     async def run_outbox(self) -> None:
         await self.outbox.run_forever(self.engine, self.bus)
 
+    async def tidy(self, seen_for_hours: float) -> None:
+        """Forgets event ids older than the bus keeps messages (no redelivery can be older)
+        and published outbox rows."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                sa.text(
+                    "DELETE FROM jr_seen_events WHERE seen_at < now() - make_interval(hours => :h)"
+                ),
+                {"h": seen_for_hours},
+            )
+        await self.outbox.prune(self.engine, keep_hours=1)
+
+    async def run_tidying(self, seen_for_hours: float) -> None:
+        while True:
+            try:
+                await self.tidy(seen_for_hours)
+            except Exception:
+                log.exception("journey_tidying_failed")
+            await asyncio.sleep(TIDY_SECONDS)
+
 
 def decode(message: BusMessage) -> Envelope:
     return Envelope.from_bytes(message.value)
@@ -112,4 +134,7 @@ def background(current: Current) -> list[BackgroundTask]:
     async def outbox(_: ServiceContext) -> None:
         await current().run_outbox()
 
-    return [timers, outbox]
+    async def tidying(context: ServiceContext) -> None:
+        await current().run_tidying(context.settings.bus_retention_hours)
+
+    return [timers, outbox, tidying]

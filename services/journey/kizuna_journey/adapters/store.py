@@ -360,36 +360,43 @@ async def segments_of(
     return found
 
 
-async def record_segment_change(
+async def record_segment_changes(
     conn: AsyncConnection,
     workspace_id: str,
-    customer_id: str,
-    segment_id: str,
-    member: bool,
-    at: datetime,
-    event_id: str,
-) -> bool:
-    """Keeps the newest change per (customer, segment); True if this one is it."""
+    changes: Sequence[tuple[str, str, bool, datetime, str]],
+) -> set[str]:
+    """(customer, segment, member, at, event id) each; keeps the newest change per (customer,
+    segment) and returns the ids of the changes that are now the newest."""
+    if not changes:
+        return set()
+    newest: dict[tuple[str, str], tuple[str, str, bool, datetime, str]] = {}
+    for change in changes:
+        key = (change[0], change[1])
+        if key not in newest or (change[3], change[4]) > (newest[key][3], newest[key][4]):
+            newest[key] = change
+    rows = list(newest.values())
     result = await conn.execute(
         sa.text(
             "INSERT INTO jr_segments (workspace_id, customer_id, segment_id, member, changed_at,"
-            " event_id) VALUES (:ws, :c, :s, :m, :at, :id)"
+            " event_id) SELECT :ws, c, s, m, a, i FROM unnest(CAST(:c AS text[]),"
+            " CAST(:s AS text[]), CAST(:m AS bool[]), CAST(:a AS timestamptz[]),"
+            " CAST(:i AS text[])) x(c, s, m, a, i)"
             " ON CONFLICT (workspace_id, customer_id, segment_id) DO UPDATE SET"
             " member = excluded.member, changed_at = excluded.changed_at,"
             " event_id = excluded.event_id"
             " WHERE (jr_segments.changed_at, jr_segments.event_id)"
-            " < (excluded.changed_at, excluded.event_id)"
+            " < (excluded.changed_at, excluded.event_id) RETURNING event_id"
         ),
         {
             "ws": workspace_id,
-            "c": customer_id,
-            "s": segment_id,
-            "m": member,
-            "at": at,
-            "id": event_id,
+            "c": [r[0] for r in rows],
+            "s": [r[1] for r in rows],
+            "m": [r[2] for r in rows],
+            "a": [r[3] for r in rows],
+            "i": [r[4] for r in rows],
         },
     )
-    return bool(result.rowcount)
+    return {row.event_id for row in result.all()}
 
 
 async def count_events(

@@ -1,0 +1,64 @@
+"""Two journey replicas firing the same due timers at once: every step fires once."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from kizuna.db import create_engine
+from kizuna_journey.runtime import Journeys
+from tests.integration.journey.conftest import JourneyApp
+
+RUNS = 3000
+
+
+async def test_replicas_share_due_timers_and_none_fires_twice(pg_journey_app: JourneyApp) -> None:
+    app = pg_journey_app
+    journey_id = await app.create(
+        {
+            "name": "Nudge",
+            "trigger": {"type": "api"},
+            "start": "wait",
+            "steps": {
+                "wait": {"type": "wait", "duration": "PT1H", "next": "mail"},
+                "mail": {"type": "send", "channel": "email", "template": "nudge"},
+            },
+        }
+    )
+    customers = [f"r{i:05d}" for i in range(RUNS)]
+    async with app.journeys.engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "INSERT INTO jr_customers (workspace_id, customer_id, traits)"
+                " SELECT :ws, c, jsonb_build_object('email', c || '@example.com')"
+                " FROM unnest(CAST(:c AS text[])) c"
+            ),
+            {"ws": app.workspace_id, "c": customers},
+        )
+    response = await app.client.post(
+        f"/v1/journeys/{journey_id}/enrolments",
+        json={"customer_ids": customers},
+        headers=app.admin,
+    )
+    assert response.json()["enrolled"] == RUNS
+    later = app.clock.now + timedelta(hours=2)
+    engines = [create_engine(app.settings.database_dsn(), pool_size=2) for _ in range(2)]
+    try:
+        replicas = [
+            Journeys(engine, app.bus, timer_batch=100, clock=lambda: later) for engine in engines
+        ]
+        fired = await asyncio.gather(*(replica.fire_due() for replica in replicas))
+        assert sum(fired) == RUNS
+        assert all(count > 0 for count in fired), "both replicas took a share"
+    finally:
+        for engine in engines:
+            await engine.dispose()
+    async with app.journeys.engine.connect() as conn:
+        sent = await conn.scalar(
+            sa.text("SELECT count(*) FROM jr_steps WHERE step_id = 'mail' AND outcome = 'sent'")
+        )
+        outbox = await conn.scalar(sa.text("SELECT count(*) FROM jr_outbox"))
+    assert sent == RUNS
+    assert outbox == RUNS
