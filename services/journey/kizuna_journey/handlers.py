@@ -100,8 +100,9 @@ def _on_segment_change(work: Work, event: Envelope) -> None:
         members.discard(segment_id)
     scores = event.payload.get("scores")
     if event.payload.get("kind") == "rfm" and entered and isinstance(scores, dict):
-        work.mirror(customer_id).rfm = {k: int(v) for k, v in scores.items() if isinstance(v, int)}
-        work.dirty_mirrors.add(customer_id)
+        kept = work.mirror(customer_id)
+        kept.rfm = {k: int(v) for k, v in scores.items() if isinstance(v, int)}
+        kept.dirty = True
     for journey in work.journeys:
         trigger = journey.definition.trigger
         if (
@@ -115,8 +116,6 @@ def _on_segment_change(work: Work, event: Envelope) -> None:
 def _on_event(work: Work, event: Envelope, name: str | None) -> None:
     customer_id = event.customer_key
     changed_traits = mirror.observe(work.mirror(customer_id), event)
-    if event.type in ("identify", "track"):
-        work.dirty_mirrors.add(customer_id)
     properties = _properties(event)
     if name is not None:
         for run in list(work.live.get(customer_id, [])):

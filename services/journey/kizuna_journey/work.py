@@ -69,7 +69,6 @@ class Work:
     messages: list[tuple[str, str, Envelope]] = field(default_factory=list)  # run, topic, event
     schedules: dict[tuple[str, str, str], Schedule] = field(default_factory=dict)
     unscheduled: dict[tuple[str, str, str], Schedule] = field(default_factory=dict)
-    dirty_mirrors: set[str] = field(default_factory=set)
     inserted: set[str] = field(default_factory=set)  # new runs that got in, once flushed
 
     @classmethod
@@ -337,6 +336,6 @@ class Work:
         await store.delete_schedules(self.conn, list(self.unscheduled.values()))
         await store.upsert_schedules(self.conn, list(self.schedules.values()))
         await store.save_mirrors(
-            self.conn, self.workspace_id, {c: self.mirrors[c] for c in self.dirty_mirrors}
+            self.conn, self.workspace_id, {c: m for c, m in self.mirrors.items() if m.dirty}
         )
         return bool(by_topic)

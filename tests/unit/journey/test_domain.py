@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kizuna.envelope import Envelope
 from kizuna_journey import scenarios
-from kizuna_journey.domain import clock, definition, machine, rules
+from kizuna_journey.domain import clock, definition, machine, mirror, rules
 from kizuna_journey.domain.conditions import CustomerFacts, holds
 from kizuna_journey.domain.durations import InvalidDuration, parse_duration
 
@@ -206,3 +207,41 @@ def test_spread_stays_within_the_window(key: str, seconds: int) -> None:
     offset = clock.spread_offset(key, timedelta(seconds=seconds))
     assert timedelta(0) <= offset < timedelta(seconds=seconds)
     assert offset == clock.spread_offset(key, timedelta(seconds=seconds))
+
+
+def _mirror_event(i: int, minute: int, kind: int, value: int) -> Envelope:
+    at = NOW + timedelta(minutes=minute)
+    if kind == 0:
+        payload: dict[str, Any] = {"type": "identify", "traits": {"plan": value, "tier": -value}}
+        return Envelope(id=f"e{i}", type="identify", workspace_id="w", customer_key="c",
+                        occurred_at=at, received_at=at, payload=payload)  # fmt: skip
+    status = "granted" if value % 2 else "revoked"
+    payload = {"type": "track", "event": "Consent Updated",
+               "properties": {"channel": "email", "status": status}}  # fmt: skip
+    return Envelope(id=f"e{i}", type="track", workspace_id="w", customer_key="c",
+                    occurred_at=at, received_at=at, payload=payload)  # fmt: skip
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 5), st.integers(0, 1), st.integers(0, 9)), min_size=1, max_size=12
+    ),
+    st.randoms(use_true_random=False),
+)
+def test_the_mirror_does_not_depend_on_arrival_order(
+    spec: list[tuple[int, int, int]], rnd: Any
+) -> None:
+    events = [_mirror_event(i, *item) for i, item in enumerate(spec)]
+    shuffled = list(events)
+    rnd.shuffle(shuffled)
+    one, other = mirror.Mirror(), mirror.Mirror()
+    for event in events:
+        mirror.observe(one, event)
+    for event in shuffled + shuffled[:3]:  # duplicates change nothing
+        mirror.observe(other, event)
+    assert (one.traits, one.consent) == (other.traits, other.consent)
+    halves = mirror.Mirror(), mirror.Mirror()
+    for index, event in enumerate(shuffled):
+        mirror.observe(halves[index % 2], event)
+    halves[0].absorb(halves[1])
+    assert (halves[0].traits, halves[0].consent) == (one.traits, one.consent)

@@ -26,6 +26,7 @@ class Mirror:
     consent: dict[str, dict[str, str]] = field(default_factory=dict)  # channel → status, stamp
     suppressed: set[str] = field(default_factory=set)
     rfm: dict[str, int] = field(default_factory=dict)
+    dirty: bool = False  # changed since it was loaded
 
     def consent_status(self) -> dict[str, str]:
         return {channel: entry["status"] for channel, entry in self.consent.items()}
@@ -35,6 +36,7 @@ class Mirror:
         changed = set()
         for name, value in updates.items():
             if stamp > self.trait_stamps.get(name, ""):
+                self.dirty = True
                 self.trait_stamps[name] = stamp
                 if self.traits.get(name) != value:
                     changed.add(name)
@@ -52,6 +54,7 @@ class Mirror:
             current["status"] == "revoked",
             current["stamp"],
         ):
+            self.dirty = True
             self.consent[channel] = {"status": status, "stamp": stamp}
 
     def absorb(self, other: Mirror) -> None:
@@ -61,9 +64,11 @@ class Mirror:
                 self.set_traits({name: other.traits.get(name)}, stamp)
         for channel, entry in other.consent.items():
             self.state_consent(channel, entry["status"], entry["stamp"])
+        self.dirty |= not other.suppressed <= self.suppressed
         self.suppressed |= other.suppressed
-        if not self.rfm:
+        if not self.rfm and other.rfm:
             self.rfm = dict(other.rfm)
+            self.dirty = True
 
 
 def observe(mirror: Mirror, event: Envelope) -> set[str]:
@@ -91,5 +96,6 @@ def observe(mirror: Mirror, event: Envelope) -> set[str]:
     elif name == "Email Marked as Spam" or (
         name == "Email Bounced" and str(properties.get("bounce_type", "")).lower() in HARD_BOUNCES
     ):
+        mirror.dirty |= "email" not in mirror.suppressed
         mirror.suppressed.add("email")
     return set()
