@@ -178,7 +178,7 @@ async def from_template(
     try:
         scenario = build(body.options)
     except (TypeError, ValueError) as error:
-        raise Invalid([{"field": "options", "problem": str(error)}]) from error
+        return invalid_response(Invalid([{"field": "body.options", "problem": str(error)}]))
     if body.name:
         scenario["name"] = body.name
     raw = {**scenario, **({"id": body.id} if body.id else {})}
@@ -231,7 +231,11 @@ async def get_version(
 
 @router.put("/v1/journeys/{journey_id}")
 async def update_journey(
-    journey_id: str, admin: Admin, context: Context, body: Annotated[dict[str, Any], Body()]
+    journey_id: str,
+    request: Request,
+    admin: Admin,
+    context: Context,
+    body: Annotated[dict[str, Any], Body()],
 ) -> Any:
     """A draft is edited in place; an active or paused journey gets a new version that new
     runs follow, while runs already under way finish on theirs."""
@@ -262,6 +266,11 @@ async def update_journey(
             ),
             {"ws": admin.workspace_id, "id": journey_id, "v": version, "name": journey.name},
         )
+        if row.status == "active":
+            journeys = _journeys(request)
+            await handlers.seed_schedules(
+                conn, admin.workspace_id, journey_id, journeys.clock(), journeys.outbox
+            )
         return await _view(conn, admin.workspace_id, journey_id)
 
 
@@ -316,7 +325,7 @@ async def change_status(
             ),
             {"ws": admin.workspace_id, "id": journey_id, "s": target},
         )
-        if target == "active" and status == "draft":
+        if target == "active":  # also on resume: birthdays set meanwhile, a changed trigger
             await handlers.seed_schedules(
                 conn, admin.workspace_id, journey_id, now, journeys.outbox
             )

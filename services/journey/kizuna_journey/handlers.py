@@ -8,6 +8,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -52,8 +53,10 @@ async def on_events(
                 fresh.append(event)
         if not fresh:
             continue
+        customers = {e.customer_key for e in fresh}
+        await store.lock_customers(conn, workspace_id, customers)
         newest_changes = await _record_segment_changes(conn, workspace_id, fresh)
-        work = await Work.load(conn, workspace_id, [e.customer_key for e in fresh], now, outbox)
+        work = await Work.load(conn, workspace_id, customers, now, outbox)
         counted = []
         for event in fresh:
             if event.type in SEGMENT_TYPES:
@@ -123,7 +126,7 @@ def _on_event(work: Work, event: Envelope, name: str | None) -> None:
     for journey in work.journeys:
         trigger = journey.definition.trigger
         if isinstance(trigger, definition.EventTrigger):
-            if name == trigger.event and matches(trigger.where, properties):
+            if trigger.names(name) and matches(trigger.where, properties):
                 work.enrol(journey, customer_id, f"event:{event.id}", _trigger_data(event))
         elif isinstance(trigger, definition.InactivityTrigger) and name == trigger.event:
             due = event.occurred_at + parse_duration(trigger.for_)
@@ -152,7 +155,7 @@ def _on_run_event(
         and event.occurred_at - run.entered_at <= parse_duration(goal.within)
     ):
         run.converted_at = run.converted_at or event.occurred_at
-        work.changed_runs[run.run_id] = run
+        work.touched(run)
         if goal.exit_on_goal:
             work.end(run, "goal", "goal")
             return
@@ -203,20 +206,28 @@ async def _record_goals_after_end(work: Work, events: Sequence[Envelope]) -> Non
 async def fire_due_runs(
     conn: AsyncConnection, now: datetime, limit: int, outbox: Outbox
 ) -> tuple[int, bool]:
-    """Claims due runs (skipping those another replica holds) and moves them on."""
+    """Claims due runs (skipping those another replica holds, and those whose customer another
+    transaction is working on) and moves them on; returns how many it moved."""
     claimed = await store.claim_due_runs(conn, now, limit)
     by_workspace: dict[str, list[store.RunRow]] = defaultdict(list)
     for run in claimed:
         by_workspace[run.workspace_id].append(run)
-    published = False
-    for workspace_id, runs in by_workspace.items():
+    published, fired = False, 0
+    for workspace_id, claimed_here in by_workspace.items():
+        locked = await store.try_lock_customers(
+            conn, workspace_id, [r.customer_id for r in claimed_here]
+        )
+        runs = [run for run in claimed_here if run.customer_id in locked]
+        fired += len(runs)
+        if not runs:
+            continue
         work = await Work.load(
             conn, workspace_id, [r.customer_id for r in runs], now, outbox, claimed=runs, lock=False
         )
         for run in runs:
             work.advance(run, "timer")
         published |= await work.flush()
-    return len(claimed), published
+    return fired, published
 
 
 async def fire_due_schedules(
@@ -226,8 +237,13 @@ async def fire_due_schedules(
     by_workspace: dict[str, list[Schedule]] = defaultdict(list)
     for item in claimed:
         by_workspace[item.workspace_id].append(item)
-    published = False
-    for workspace_id, items in by_workspace.items():
+    published, fired = False, 0
+    for workspace_id, claimed_here in by_workspace.items():
+        locked = await store.try_lock_customers(
+            conn, workspace_id, [s.customer_id for s in claimed_here if s.customer_id]
+        )
+        items = [s for s in claimed_here if not s.customer_id or s.customer_id in locked]
+        fired += len(items)
         customers = [s.customer_id for s in items if s.customer_id]
         work = await Work.load(conn, workspace_id, customers, now, outbox)
         journeys = {j.journey_id: j for j in work.journeys}
@@ -237,7 +253,7 @@ async def fire_due_schedules(
             if journey is not None:
                 await _fire_schedule(work, journey, item)
         published |= await work.flush()
-    return len(claimed), published
+    return fired, published
 
 
 async def _fire_schedule(work: Work, journey: ActiveJourney, item: Schedule) -> None:
@@ -316,15 +332,25 @@ async def _expand_broadcast(
     if trigger.repeat is not None:
         following = occurrence + parse_duration(trigger.repeat)
         work.schedule(
-            Schedule(
-                work.workspace_id,
-                journey.journey_id,
-                "",
-                "broadcast",
-                following,
-                {"occurrence": following.isoformat()},
-            )
+            _broadcast_schedule(work.workspace_id, journey.journey_id, trigger, following)
         )
+
+
+EARLIEST_ZONE = ZoneInfo("Etc/GMT-14")  # UTC+14: where a wall-clock time comes first
+
+
+def _broadcast_schedule(
+    workspace_id: str, journey_id: str, trigger: definition.BroadcastTrigger, occurrence: datetime
+) -> Schedule:
+    """The broadcast's members are listed when the first of them is due: at the occurrence,
+    or, at local time, when its wall-clock time comes in the earliest timezone."""
+    due = occurrence
+    if trigger.local_time:
+        wall = occurrence.astimezone(trigger.at.tzinfo).replace(tzinfo=None)
+        due = clock.at_local(wall.date(), wall.time(), EARLIEST_ZONE)
+    return Schedule(
+        workspace_id, journey_id, "", "broadcast", due, {"occurrence": occurrence.isoformat()}
+    )
 
 
 # Activation: schedules for customers the journey already knows
@@ -344,11 +370,8 @@ async def seed_schedules(
             step = parse_duration(trigger.repeat)
             while first < now - timedelta(minutes=1):
                 first += step
-        work.schedule(
-            Schedule(
-                workspace_id, journey_id, "", "broadcast", first, {"occurrence": first.isoformat()}
-            )
-        )
+        if first >= now - timedelta(minutes=1):
+            work.schedule(_broadcast_schedule(workspace_id, journey_id, trigger, first))
     elif isinstance(trigger, definition.InactivityTrigger):
         await conn.execute(
             sa.text(
@@ -393,6 +416,7 @@ async def enrol_customers(
 ) -> list[str]:
     """The API trigger: returns the run ids started (a customer already in, or stopped by the
     entry rule, gets none). The same request id enrols nobody twice."""
+    await store.lock_customers(conn, workspace_id, customers)
     work = await Work.load(conn, workspace_id, customers, now, outbox)
     journey = next((j for j in work.journeys if j.journey_id == journey_id), None)
     if journey is None:
@@ -428,6 +452,7 @@ async def _merge(conn: AsyncConnection, workspace_id: str, absorbed: str, surviv
     if absorbed == survivor:
         return
     params = {"ws": workspace_id, "a": absorbed, "s": survivor}
+    await store.lock_customers(conn, workspace_id, [absorbed, survivor])
     mirrors = await store.load_mirrors(conn, workspace_id, sorted([absorbed, survivor]), lock=True)
     if absorbed in mirrors:
         kept = mirrors.get(survivor, mirror.Mirror())
@@ -465,6 +490,7 @@ async def _merge(conn: AsyncConnection, workspace_id: str, absorbed: str, surviv
 
 
 async def _erase(conn: AsyncConnection, workspace_id: str, ids: Sequence[str]) -> None:
+    await store.lock_customers(conn, workspace_id, ids)
     await _delete_customer_state(conn, workspace_id, ids, keep_runs=False)
 
 

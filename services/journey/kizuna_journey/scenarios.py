@@ -18,9 +18,12 @@ def _send(template: str, next_step: str | None = None, **extra: Any) -> dict[str
 def cart_abandonment(options: dict[str, Any]) -> Scenario:
     return {
         "name": "Cart abandonment",
-        "description": "Cart or checkout started, no order within 1 h: reminder with the cart's"
-        " items; still none after 24 h: a coupon.",
-        "trigger": {"type": "event", "event": options.get("event", "Checkout Started")},
+        "description": "Product added to the cart or checkout started, no order within 1 h:"
+        " reminder with the cart's items; still none after 24 h: a coupon.",
+        "trigger": {
+            "type": "event",
+            "event": options.get("event", ["Product Added", "Checkout Started"]),
+        },
         "entry": {"policy": "once_per", "period": "P1D"},
         "goal": {"event": "Order Completed", "within": "P7D", "exit_on_goal": True},
         "holdout_percent": options.get("holdout_percent", 10),
@@ -167,7 +170,7 @@ DEFAULT_TEMPLATES: dict[str, dict[str, str]] = {
     "cart-reminder": {
         "subject": "You left something in your cart",
         "text": "Hi {{ customer.first_name or 'there' }}, your cart is waiting:"
-        "{% for item in cart.items %}\n- {{ item.name }}{% endfor %}",
+        "{% for item in customer.cart.items %}\n- {{ item.name }}{% endfor %}",
     },
     "cart-coupon": {
         "subject": "A little something to finish your order",

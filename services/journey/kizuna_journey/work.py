@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kizuna import topics
@@ -25,6 +26,7 @@ from kizuna_journey.domain.durations import parse_duration, parse_time_of_day
 from kizuna_journey.domain.mirror import Mirror
 
 SEND_REQUESTED = "send.requested"
+log = structlog.get_logger(__name__)
 
 
 def run_id_for(workspace_id: str, journey_id: str, customer_id: str, entry_key: str) -> str:
@@ -85,7 +87,8 @@ class Work:
     ) -> Work:
         ids = sorted(set(customers))
         work = cls(conn, workspace_id, now, outbox)
-        work.journeys = await store.active_journeys(conn, [workspace_id])
+        if not claimed:  # firing claimed runs starts no new ones
+            work.journeys = await store.active_journeys(conn, [workspace_id])
         work.workspace_rules = await store.delivery_rules(conn, workspace_id)
         runs = list(claimed) or await store.lock_live_runs(conn, workspace_id, ids)
         for run in runs:
@@ -194,7 +197,12 @@ class Work:
             run.visits,
             run.data,
         )
-        outcome = machine.advance(journey, state, situation, resume)
+        try:
+            outcome = machine.advance(journey, state, situation, resume)
+        except Exception as error:  # one bad run must not hold back the others
+            log.exception("journey_run_failed", run_id=run.run_id, journey_id=run.journey_id)
+            self.end(run, "failed", f"error: {type(error).__name__}")
+            return
         run.step = outcome.run.step
         run.visits = dict(outcome.run.visits)
         run.due_at = outcome.due_at
@@ -220,6 +228,9 @@ class Work:
         runs = self.live.get(run.customer_id, [])
         if run in runs:
             runs.remove(run)
+        self._changed(run)
+
+    def touched(self, run: RunRow) -> None:
         self._changed(run)
 
     def _changed(self, run: RunRow) -> None:

@@ -72,6 +72,7 @@ async def active_journeys(
             " JOIN jr_versions v ON v.workspace_id = j.workspace_id AND v.journey_id = j.id"
             " AND v.version = j.version"
             " WHERE j.status = 'active' AND j.workspace_id = ANY(CAST(:ws AS text[]))"
+            " FOR SHARE OF j SKIP LOCKED"  # a journey changing status right now is left out
         ),
         {"ws": sorted(set(workspace_ids))},
     )
@@ -141,6 +142,39 @@ def _run(row: Any) -> RunRow:
     )
 
 
+LOCK_SPACE = 0x4A52  # the journey service's customer locks
+
+
+async def lock_customers(
+    conn: AsyncConnection, workspace_id: str, customers: Iterable[str]
+) -> None:
+    """Serialises all journey work on these customers (whatever topic or replica it comes
+    from), waiting for the locks in one global order so two waiters never deadlock."""
+    await conn.execute(
+        sa.text(
+            "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT"
+            " hashtextextended(:ws || ':' || c, :space) AS k"
+            " FROM unnest(CAST(:c AS text[])) c ORDER BY k) keys"
+        ),
+        {"ws": workspace_id, "c": sorted(set(customers)), "space": LOCK_SPACE},
+    )
+
+
+async def try_lock_customers(
+    conn: AsyncConnection, workspace_id: str, customers: Iterable[str]
+) -> set[str]:
+    """The customers whose lock this transaction got without waiting: timers and schedules
+    skip the others until next round, so they never wait while holding claimed rows."""
+    rows = await conn.execute(
+        sa.text(
+            "SELECT c FROM unnest(CAST(:c AS text[])) c"
+            " WHERE pg_try_advisory_xact_lock(hashtextextended(:ws || ':' || c, :space))"
+        ),
+        {"ws": workspace_id, "c": sorted(set(customers)), "space": LOCK_SPACE},
+    )
+    return {row.c for row in rows.all()}
+
+
 async def lock_live_runs(
     conn: AsyncConnection, workspace_id: str, customers: Sequence[str]
 ) -> list[RunRow]:
@@ -162,7 +196,8 @@ async def claim_due_runs(conn: AsyncConnection, now: datetime, limit: int) -> li
             f"SELECT {', '.join('r.' + c.strip() for c in RUN_COLUMNS.split(','))}"  # noqa: S608
             " FROM jr_runs r JOIN jr_journeys j ON j.workspace_id = r.workspace_id"
             " AND j.id = r.journey_id AND j.status = 'active'"
-            " WHERE r.due_at <= :now ORDER BY r.due_at LIMIT :n FOR UPDATE OF r SKIP LOCKED"
+            " WHERE r.due_at <= :now ORDER BY r.due_at LIMIT :n"
+            " FOR UPDATE OF r SKIP LOCKED FOR SHARE OF j SKIP LOCKED"
         ),
         {"now": now, "n": limit},
     )
@@ -520,7 +555,8 @@ async def claim_due_schedules(conn: AsyncConnection, now: datetime, limit: int) 
             "SELECT s.workspace_id, s.journey_id, s.customer_id, s.kind, s.due_at, s.data"
             " FROM jr_schedules s JOIN jr_journeys j ON j.workspace_id = s.workspace_id"
             " AND j.id = s.journey_id AND j.status = 'active'"
-            " WHERE s.due_at <= :now ORDER BY s.due_at LIMIT :n FOR UPDATE OF s SKIP LOCKED"
+            " WHERE s.due_at <= :now ORDER BY s.due_at LIMIT :n"
+            " FOR UPDATE OF s SKIP LOCKED FOR SHARE OF j SKIP LOCKED"
         ),
         {"now": now, "n": limit},
     )

@@ -20,6 +20,7 @@ TRAIT_OPS = frozenset({"equals", "not_equals", "in", "exists", "not_exists", "ra
 RFM_SCORES = frozenset({"recency", "frequency", "monetary"})
 CHANNELS = frozenset({"email", "line", "sms", "webhook"})
 MAX_DEPTH = 8
+MAX_DAYS = 36_600  # a hundred years
 
 
 class InvalidCondition(ValueError):
@@ -82,8 +83,10 @@ def _check_leaf(node: dict[str, Any], path: str) -> None:
             raise InvalidCondition(f"{path}.event", "must name an event")
         for key in ("min_count", "max_count", "within_days"):
             value = node.get(key)
-            if value is not None and (not isinstance(value, int) or value < 0):
-                raise InvalidCondition(f"{path}.{key}", "must be a whole number ≥ 0")
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_DAYS
+            ):
+                raise InvalidCondition(f"{path}.{key}", f"must be a whole number 0..{MAX_DAYS}")
     elif "consent" in node:
         if node["consent"] not in CHANNELS:
             raise InvalidCondition(f"{path}.consent", f"must be one of {sorted(CHANNELS)}")

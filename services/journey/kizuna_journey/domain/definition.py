@@ -50,8 +50,13 @@ class PropertyFilter(Strict):
 
 class EventTrigger(Strict):
     type: Literal["event"]
-    event: EventName
+    event: EventName | list[EventName] = Field(description="An event, or a list: any of them")
     where: list[PropertyFilter] = Field(default_factory=list, max_length=20)
+
+    def names(self, name: str | None) -> bool:
+        return name is not None and name in (
+            [self.event] if isinstance(self.event, str) else self.event
+        )
 
 
 class SegmentTrigger(Strict):

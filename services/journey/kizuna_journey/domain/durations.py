@@ -28,7 +28,10 @@ def parse_duration(text: str) -> timedelta:
             )
         raise InvalidDuration(f"{text!r} is not an ISO 8601 duration such as PT1H, P1D or P7D")
     parts = {name: float(value) for name, value in match.groupdict().items() if value}
-    duration = timedelta(**parts)
+    try:
+        duration = timedelta(**parts)
+    except OverflowError:
+        duration = timedelta.max
     if duration > LONGEST:
         raise InvalidDuration(f"{text!r} is longer than ten years")
     return duration

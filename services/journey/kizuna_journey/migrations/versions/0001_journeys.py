@@ -71,6 +71,7 @@ def upgrade() -> None:
     op.create_index(
         "jr_runs_due", "jr_runs", ["due_at"], postgresql_where=sa.text("due_at IS NOT NULL")
     )
+    op.create_index("jr_runs_journey", "jr_runs", ["workspace_id", "journey_id", "run_id"])
     op.create_index(
         "jr_runs_customer",
         "jr_runs",
@@ -93,6 +94,7 @@ def upgrade() -> None:
         sa.Column("seq", sa.BigInteger, sa.Identity(), nullable=False),  # order within an instant
     )
     op.create_index("jr_steps_run", "jr_steps", ["run_id"])
+    op.create_index("jr_steps_customer", "jr_steps", ["workspace_id", "customer_id"])
     op.create_index(
         "jr_steps_marketing_sent",
         "jr_steps",
@@ -109,6 +111,7 @@ def upgrade() -> None:
         sa.Column("data", JSONB, nullable=False, server_default=EMPTY),
     )
     op.create_index("jr_schedules_due", "jr_schedules", ["due_at"])
+    op.create_index("jr_schedules_customer", "jr_schedules", ["workspace_id", "customer_id"])
     op.create_table(
         "jr_customers",
         sa.Column("workspace_id", sa.Text, primary_key=True),
@@ -132,7 +135,7 @@ def upgrade() -> None:
     op.create_index(
         "jr_segments_members",
         "jr_segments",
-        ["workspace_id", "segment_id"],
+        ["workspace_id", "segment_id", "customer_id"],
         postgresql_where=sa.text("member"),
     )
     op.create_table(
@@ -150,6 +153,7 @@ def upgrade() -> None:
         sa.Column("event_id", sa.Text, primary_key=True),
         sa.Column("seen_at", TS, nullable=False, server_default=NOW),
     )
+    op.create_index("jr_seen_events_age", "jr_seen_events", ["seen_at"])
     op.create_table(
         "jr_outbox",
         sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
@@ -162,6 +166,12 @@ def upgrade() -> None:
     )
     op.create_index(
         "jr_outbox_pending", "jr_outbox", ["id"], postgresql_where=sa.text("published_at IS NULL")
+    )
+    op.create_index(
+        "jr_outbox_published",
+        "jr_outbox",
+        ["published_at"],
+        postgresql_where=sa.text("published_at IS NOT NULL"),
     )
     op.create_table(
         "jr_settings",
