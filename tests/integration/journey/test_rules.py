@@ -281,7 +281,12 @@ async def test_broadcast_to_a_segment_at_local_time(pg_journey_app: JourneyApp) 
     await app.identify("t1", email="t1@example.com", timezone="Asia/Tokyo")
     await app.identify("t2", email="t2@example.com", timezone="Europe/Paris")
     await app.identify("t3", email="t3@example.com", timezone="Europe/Paris")
-    await app.send(app.segment_change("t1", "champions"), app.segment_change("t2", "champions"))
+    await app.identify("t4", email="t4@example.com", timezone="Pacific/Auckland")
+    await app.send(
+        app.segment_change("t1", "champions"),
+        app.segment_change("t2", "champions"),
+        app.segment_change("t4", "champions"),
+    )
     await app.create(
         {
             "name": "Newsletter",
@@ -296,6 +301,10 @@ async def test_broadcast_to_a_segment_at_local_time(pg_journey_app: JourneyApp) 
             "steps": {"mail": {"type": "send", "channel": "email", "template": "news"}},
         }
     )
+    app.clock.now = datetime(2026, 3, 2, 21, 2, tzinfo=UTC)  # 10:02 in Auckland (UTC+13)
+    await app.tick()
+    assert await app.sent("t4") == ["mail"]
+    assert await app.sent("t1") == []
     app.clock.now = datetime(2026, 3, 3, 1, 2, tzinfo=UTC)  # 10:02 in Tokyo
     await app.tick()
     assert await app.sent("t1") == ["mail"]
@@ -304,3 +313,55 @@ async def test_broadcast_to_a_segment_at_local_time(pg_journey_app: JourneyApp) 
     await app.tick()
     assert await app.sent("t2") == ["mail"]
     assert await app.sent("t3") == []  # not in the segment
+
+
+async def test_overflowing_numbers_and_bad_options_are_refused(pg_journey_app: JourneyApp) -> None:
+    app = pg_journey_app
+    huge_wait = {
+        **send_now(),
+        "start": "w",
+        "steps": {"w": {"type": "wait", "duration": "P9999999999D"}},
+    }
+    response = await app.client.post("/v1/journeys", json=huge_wait, headers=app.admin)
+    assert response.status_code == 422
+    assert response.json()["error"]["fields"][0]["field"] == "steps.w.duration"
+    huge_days = {
+        **send_now(),
+        "start": "c",
+        "steps": {"c": {"type": "condition", "if": {"event": "X", "within_days": 10**7}}},
+    }
+    response = await app.client.post("/v1/journeys", json=huge_days, headers=app.admin)
+    assert response.status_code == 422
+    assert response.json()["error"]["fields"][0]["field"] == "steps.c.if.within_days"
+    response = await app.client.post(
+        "/v1/journeys/from-template/dormant-reactivation",
+        json={"options": {"via": "inactivity", "days": "ninety"}},
+        headers=app.admin,
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["fields"][0]["field"] == "body.options"
+
+
+async def test_adding_to_the_cart_also_enters_cart_abandonment(pg_journey_app: JourneyApp) -> None:
+    app = pg_journey_app
+    await app.from_template("cart-abandonment", holdout_percent=0)
+    await app.identify("a1", email="a1@example.com")
+    await app.track("a1", "Product Added", product_id="tea")
+    await app.track("a1", "Checkout Started")  # the same live run
+    await app.tick(minutes=61)
+    assert await app.sent("a1") == ["reminder"]
+    assert len(await app.runs("a1")) == 1
+
+
+async def test_birthdays_set_while_paused_are_scheduled_on_resume(
+    pg_journey_app: JourneyApp,
+) -> None:
+    app = pg_journey_app
+    journey_id = await app.from_template("birthday")
+    response = await app.client.post(f"/v1/journeys/{journey_id}/pause", headers=app.admin)
+    assert response.status_code == 200
+    await app.identify("p1", email="p1@example.com", birthday="1990-03-04", timezone="UTC")
+    await app.activate(journey_id)
+    app.clock.now = datetime(2026, 3, 4, 9, 6, tzinfo=UTC)
+    await app.tick()
+    assert await app.sent("p1") == ["coupon"]

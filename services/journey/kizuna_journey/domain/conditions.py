@@ -57,7 +57,7 @@ def check(node: Any, path: str = "", depth: int = 0) -> None:
     if "not" in node:
         check(node["not"], _child(path, "not"), depth + 1)
         return
-    _check_leaf(node, here)
+    _check_leaf(node, path)
 
 
 def _child(path: str, part: str) -> str:
@@ -67,34 +67,35 @@ def _child(path: str, part: str) -> str:
 def _check_leaf(node: dict[str, Any], path: str) -> None:
     if "trait" in node:
         if not isinstance(node["trait"], str) or not node["trait"]:
-            raise InvalidCondition(f"{path}.trait", "must name a trait")
+            raise InvalidCondition(_child(path, "trait"), "must name a trait")
         if node.get("op", "equals") not in TRAIT_OPS:
-            raise InvalidCondition(f"{path}.op", f"must be one of {sorted(TRAIT_OPS)}")
+            raise InvalidCondition(_child(path, "op"), f"must be one of {sorted(TRAIT_OPS)}")
         if node.get("part") not in (None, "month", "day", "year"):
-            raise InvalidCondition(f"{path}.part", "must be month, day or year")
+            raise InvalidCondition(_child(path, "part"), "must be month, day or year")
     elif "segment" in node:
         if not isinstance(node["segment"], str) or not node["segment"]:
-            raise InvalidCondition(f"{path}.segment", "must name a segment or RFM tier")
+            raise InvalidCondition(_child(path, "segment"), "must name a segment or RFM tier")
     elif "rfm" in node:
         if node["rfm"] not in RFM_SCORES:
-            raise InvalidCondition(f"{path}.rfm", f"must be one of {sorted(RFM_SCORES)}")
+            raise InvalidCondition(_child(path, "rfm"), f"must be one of {sorted(RFM_SCORES)}")
     elif "event" in node:
         if not isinstance(node["event"], str) or not node["event"]:
-            raise InvalidCondition(f"{path}.event", "must name an event")
+            raise InvalidCondition(_child(path, "event"), "must name an event")
         for key in ("min_count", "max_count", "within_days"):
             value = node.get(key)
             if value is not None and (
                 not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_DAYS
             ):
-                raise InvalidCondition(f"{path}.{key}", f"must be a whole number 0..{MAX_DAYS}")
+                raise InvalidCondition(_child(path, key), f"must be a whole number 0..{MAX_DAYS}")
     elif "consent" in node:
         if node["consent"] not in CHANNELS:
-            raise InvalidCondition(f"{path}.consent", f"must be one of {sorted(CHANNELS)}")
+            raise InvalidCondition(_child(path, "consent"), f"must be one of {sorted(CHANNELS)}")
         if node.get("status", "granted") not in ("granted", "revoked"):
-            raise InvalidCondition(f"{path}.status", "must be granted or revoked")
+            raise InvalidCondition(_child(path, "status"), "must be granted or revoked")
     else:
         raise InvalidCondition(
-            path, "expects all, any, not, or a trait, segment, rfm, event or consent leaf"
+            path or "condition",
+            "expects all, any, not, or a trait, segment, rfm, event or consent leaf",
         )
 
 

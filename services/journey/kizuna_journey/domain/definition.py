@@ -299,7 +299,8 @@ def validate(definition: JourneyDefinition) -> list[Problem]:
             try:
                 conditions.check(step.if_)
             except conditions.InvalidCondition as error:
-                problems.append(Problem(f"steps.{step_id}.if.{error.path}", error.problem))
+                where = ".".join(p for p in (f"steps.{step_id}.if", error.path) if p)
+                problems.append(Problem(where, error.problem))
     if definition.entry.policy == "once_per" and definition.entry.period is None:
         problems.append(Problem("entry.period", "once_per needs a period such as P1D"))
     if problems:
