@@ -1,0 +1,245 @@
+"""How long from ingest accepting a ``Checkout Started`` to the send request on the bus, for a
+journey whose first step is a send: ingest → raw-events → profile → resolved-events → journey
+→ outbox → send-requests.
+
+Run with ``.venv/bin/python bench/bench_journey_latency.py [--rate 1000] [--seconds 15]``.
+Starts an embedded PostgreSQL and ``kizuna serve`` ingest, profile and journey (one process
+each, as deployed, on the PostgreSQL event log: the embedded default). Every customer is
+identified (with an email address) before the clock starts. Then ``Checkout Started`` events
+are posted to ``POST /v1/batch`` at ``--rate`` events/s (10 ms ticks), one customer each, and
+a reader on ``send-requests`` notes when each one's send request arrives. Latency = arrival
+minus the 200 of the batch that carried the event. As the baseline measured in the same run:
+the round trip of one message through the bus alone. Prints p50/p95/p99 and, last, one JSON
+line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import secrets
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from kizuna import auth, migrate, topics
+from kizuna.bus import OutgoingMessage
+from kizuna.bus.factory import bus_from_settings
+from kizuna.db import create_engine
+from kizuna.devserver import serve_process
+from kizuna.embedded_pg import EmbeddedPostgres, ensure_database, free_port
+from kizuna.envelope import Envelope
+from kizuna.settings import KizunaSettings
+
+TICK = 0.01
+JOURNEY = {
+    "id": "checkout",
+    "name": "Checkout follow-up",
+    "trigger": {"type": "event", "event": "Checkout Started"},
+    "start": "mail",
+    "steps": {"mail": {"type": "send", "channel": "email", "template": "checkout"}},
+}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def bus_round_trip(settings: KizunaSettings, samples: int) -> list[float]:
+    bus = bus_from_settings(settings)
+    await bus.start()
+    await bus.ensure_topics(["latency-probe"])
+    consumer = bus.consumer(f"rtt-{uuid.uuid4().hex[:6]}", ["latency-probe"])
+    await consumer.start()
+    times = []
+    try:
+        for i in range(samples):
+            started = time.perf_counter()
+            await bus.publish_batch("latency-probe", [OutgoingMessage(f"k{i}", b"x")])
+            while not (batch := await consumer.fetch(10, 1.0)):
+                pass
+            await consumer.commit(batch)
+            times.append(time.perf_counter() - started)
+    finally:
+        await consumer.close()
+        await bus.close()
+    return times
+
+
+async def read_sends(
+    settings: KizunaSettings, arrived: dict[int, float], stop: asyncio.Event
+) -> None:
+    bus = bus_from_settings(settings)
+    await bus.start()
+    consumer = bus.consumer(f"probe-{uuid.uuid4().hex[:6]}", [topics.SEND_REQUESTS])
+    await consumer.start()
+    try:
+        while not stop.is_set():
+            for message in await consumer.fetch(1000, 0.05):
+                probe = Envelope.from_bytes(message.value).payload["data"]["properties"]["probe"]
+                arrived.setdefault(int(probe), time.perf_counter())
+    finally:
+        await consumer.close()
+        await bus.close()
+
+
+async def post(
+    client: httpx.AsyncClient, headers: dict[str, str], calls: list[dict[str, Any]]
+) -> float:
+    response = await client.post("/v1/batch", json={"batch": calls}, headers=headers)
+    response.raise_for_status()
+    return time.perf_counter()
+
+
+async def measure(url: str, rate: int, seconds: float) -> dict[str, Any]:
+    engine = create_engine(url, pool_size=2)
+    async with engine.begin() as conn:
+        workspace_id = await auth.create_workspace(conn, "bench")
+        key = await auth.issue_key(conn, workspace_id, "write", "bench")
+        admin = await auth.issue_key(conn, workspace_id, "admin", "bench")
+    await engine.dispose()
+    base: dict[str, Any] = {"database_url": url, "log_level": "WARNING"}
+    write = {"Authorization": "Basic " + base64.b64encode(f"{key.secret}:".encode()).decode()}
+    admin_header = {"Authorization": f"Bearer {admin.secret}"}
+    total = int(rate * seconds)
+    accepted: dict[int, float] = {}
+    arrived: dict[int, float] = {}
+    per_tick = max(1, int(rate * TICK))
+    env = {
+        "KIZUNA_DATABASE_URL": url,
+        "KIZUNA_LOG_LEVEL": "WARNING",
+        "KIZUNA_SECRET_KEY": secrets.token_hex(32),
+        "KIZUNA_INGEST_SOURCE_CACHE_SECONDS": "60",
+    }
+    ports = {name: free_port() for name in ("ingest", "profile", "journey")}
+    children = [serve_process(name, port, env) for name, port in ports.items()]
+    try:
+        async with (
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports['ingest']}") as ingest,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports['journey']}") as journey,
+        ):
+            figures = await _run(
+                ingest, journey, write, admin_header, base, total, per_tick, accepted, arrived
+            )
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.wait(30)
+    return figures
+
+
+async def _run(
+    ingest: httpx.AsyncClient,
+    journey: httpx.AsyncClient,
+    write: dict[str, str],
+    admin_header: dict[str, str],
+    base: dict[str, Any],
+    total: int,
+    per_tick: int,
+    accepted: dict[int, float],
+    arrived: dict[int, float],
+) -> dict[str, Any]:
+    rate = round(per_tick / TICK)
+    created = await journey.post("/v1/journeys", json=JOURNEY, headers=admin_header)
+    created.raise_for_status()
+    await journey.post("/v1/journeys/checkout/activate", headers=admin_header)
+    people = [
+        {"type": "identify", "userId": f"shopper-{i}", "traits": {"email": f"s{i}@example.com"}}
+        for i in range(total)
+    ]
+    for start in range(0, total, 500):
+        await post(ingest, write, people[start : start + 500])
+    await asyncio.sleep(5)  # profile and journey take the identifies in
+    stop = asyncio.Event()
+    reader = asyncio.create_task(read_sends(KizunaSettings(**base), arrived, stop))
+    await asyncio.sleep(1)
+    began = time.perf_counter()
+    posts: list[asyncio.Task[None]] = []
+    for tick, start in enumerate(range(0, total, per_tick)):
+        indexes = list(range(start, min(total, start + per_tick)))
+        calls = [
+            {
+                "type": "track",
+                "userId": f"shopper-{i}",
+                "event": "Checkout Started",
+                "properties": {"probe": i, "value": 30},
+            }
+            for i in indexes
+        ]
+
+        async def send(calls: list[dict[str, Any]] = calls, indexes: list[int] = indexes) -> None:
+            done = await post(ingest, write, calls)
+            for i in indexes:
+                accepted[i] = done
+
+        posts.append(asyncio.create_task(send()))
+        delay = began + (tick + 1) * TICK - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+    await asyncio.gather(*posts)
+    sent_for = time.perf_counter() - began
+    deadline = time.perf_counter() + 60
+    while len(arrived) < total and time.perf_counter() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
+    stop.set()
+    await reader
+    latencies = [arrived[i] - accepted[i] for i in accepted if i in arrived]
+    baseline = await bus_round_trip(KizunaSettings(**base), 100)
+    return {
+        "events": total,
+        "offered_rate": rate,
+        "achieved_rate": round(total / sent_for),
+        "send_requests_seen": len(latencies),
+        "accepted_to_send_request_p50_ms": round(percentile(latencies, 0.50) * 1000, 1),
+        "accepted_to_send_request_p95_ms": round(percentile(latencies, 0.95) * 1000, 1),
+        "accepted_to_send_request_p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
+        "accepted_to_send_request_max_ms": round(max(latencies) * 1000, 1),
+        "bus_round_trip_p50_ms": round(statistics.median(baseline) * 1000, 1),
+        "p50_vs_bus_round_trip": round(
+            statistics.median(latencies) / statistics.median(baseline), 2
+        ),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Checkout Started to send request, end to end.")
+    parser.add_argument("--rate", type=int, default=1000, help="events per second offered")
+    parser.add_argument("--seconds", type=float, default=15)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="kizuna-bench-journey-latency-"))
+    server = EmbeddedPostgres(workdir / "pg", free_port()).start()
+    try:
+        asyncio.run(ensure_database(server.url, "bench"))
+        url = server.database_url("bench")
+        migrate.upgrade(url)
+        figures = asyncio.run(measure(url, args.rate, args.seconds))
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(
+        f"Checkout Started accepted → send request at {figures['achieved_rate']} events/s:"
+        f" p50 {figures['accepted_to_send_request_p50_ms']} ms,"
+        f" p95 {figures['accepted_to_send_request_p95_ms']} ms,"
+        f" p99 {figures['accepted_to_send_request_p99_ms']} ms"
+        f" ({figures['send_requests_seen']}/{figures['events']} seen;"
+        f" bus round trip p50 {figures['bus_round_trip_p50_ms']} ms)"
+    )
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
