@@ -1,0 +1,3 @@
+from kizuna.migrate import run_env
+
+run_env()

@@ -1,0 +1,124 @@
+"""Templates and emails without I/O: checks, locale fallback, rendering, MIME and tracking."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kizuna import tracking_tokens
+from kizuna_notifier.domain import email, templates
+from kizuna_notifier.domain.templates import TemplateBody
+
+SECRET = "s" * 40
+
+
+def template(**parts: Any) -> TemplateBody:
+    return TemplateBody.model_validate({"channel": "email", "subject": "Hi", **parts})
+
+
+def problems(**parts: Any) -> dict[str, str]:
+    return {p.field: p.problem for p in templates.check(template(**parts))}
+
+
+def test_checks_name_the_part_line_and_reason() -> None:
+    assert problems(text="Hello {{ customer.first_name }}") == {}
+    assert "line 2" in problems(text="ok\n{% if %}")["text"]
+    unknown = problems(html="<p>\n{{ coupon }}</p>")["html"]
+    assert "line 2" in unknown
+    assert "'coupon'" in unknown
+    assert "does not render" in problems(text="{{ data.coupon.missing.deeper() }}")["text"]
+    assert "html or text" in problems()["html"]
+    assert "subject" in {p.field for p in templates.check(TemplateBody(channel="email", text="x"))}
+    with_locale = {"locales": {"ja": {"subject": "{{ nope }}"}}, "text": "x"}
+    assert "locales.ja.subject" in problems(**with_locale)
+    with pytest.raises(ValueError, match="not a locale"):
+        template(text="x", locales={"Japanese!": {"subject": "x"}})
+
+
+def test_locale_falls_back_by_field_then_language_then_default() -> None:
+    body = template(
+        text="Hello",
+        locales={"ja": {"subject": "こんにちは", "text": "やあ"}, "ja-JP": {"text": "どうも"}},
+    )
+    ja_jp = templates.render(body, templates.SAMPLE_CONTEXT, "ja-JP")
+    assert (ja_jp.subject, ja_jp.text) == ("こんにちは", "どうも")
+    assert templates.render(body, templates.SAMPLE_CONTEXT, "fr").text == "Hello"
+
+
+def test_html_is_escaped_text_is_not_and_json_strings_render() -> None:
+    body = template(html="<p>{{ customer.first_name }}</p>", text="{{ customer.first_name }}")
+    context = {**templates.SAMPLE_CONTEXT, "customer": {"first_name": "<b>Ken</b>"}}
+    rendered = templates.render(body, context, None)
+    assert rendered.html == "<p>&lt;b&gt;Ken&lt;/b&gt;</p>"
+    assert rendered.text == "<b>Ken</b>"
+    hook = TemplateBody(
+        channel="webhook", body={"who": "{{ customer.id }}", "n": [1, "{{ 1 + 1 }}"]}
+    )
+    assert templates.render(hook, templates.SAMPLE_CONTEXT, None).body == {
+        "who": "kz_sample",
+        "n": [1, "2"],
+    }
+
+
+def test_the_sandbox_refuses_reaching_python_internals() -> None:
+    hidden = templates.render(
+        template(text="[{{ customer.__class__ }}]"), templates.SAMPLE_CONTEXT, None
+    )
+    assert hidden.text == "[]"  # private attributes read as undefined
+    with pytest.raises(templates.RenderFailed):
+        templates.render(template(text="{{ ''.__class__.__mro__[1].__subclasses__() }}"),
+                         templates.SAMPLE_CONTEXT, None)  # fmt: skip
+
+
+def test_email_has_parts_headers_tracking_and_a_stable_message_id() -> None:
+    parts = templates.Parts(
+        subject="Sale",
+        html='<html><body><p>Hi</p><a href="https://shop.example.com/sale">Shop</a>'
+        '<a href="https://kizuna.example.com/u/tok">Unsubscribe</a></body></html>',
+    )
+    tracking = email.Tracking("https://t.example.com", SECRET, "ws", "kz_1")
+    envelope = email.Envelope("Shop", "news@shop.example.com", "k@example.com", "shop.example.com")
+    mail = email.build(
+        parts,
+        envelope,
+        "send:run:mail:1",
+        marketing=True,
+        tracking=tracking,
+        unsubscribe_url="https://kizuna.example.com/u/tok",
+        one_click_url="https://kizuna.example.com/u/tok/one-click",
+    )
+    again = email.build(parts, envelope, "send:run:mail:1", marketing=True, tracking=tracking,
+                        unsubscribe_url=None, one_click_url=None)  # fmt: skip
+    assert mail["Message-ID"] == again["Message-ID"]
+    assert mail["Message-ID"].endswith("@shop.example.com>")
+    assert mail["List-Unsubscribe"] == "<https://kizuna.example.com/u/tok/one-click>"
+    assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    text = mail.get_body(("plain",))
+    html = mail.get_body(("html",))
+    assert text is not None
+    assert html is not None
+    assert "Shop (https://shop.example.com/sale)" in text.get_content()
+    assert "Unsubscribe: https://kizuna.example.com/u/tok" in text.get_content()
+    content = html.get_content()
+    assert "https://shop.example.com/sale" not in content  # tracked
+    assert 'href="https://kizuna.example.com/u/tok"' in content  # the unsubscribe link is not
+    click = content.split('href="https://t.example.com/t/c/')[1].split('"')[0]
+    token = tracking_tokens.verify(click, "click", SECRET)
+    assert (token.destination, token.message_id) == (
+        "https://shop.example.com/sale",
+        "send:run:mail:1",
+    )
+    pixel = content.split("https://t.example.com/t/o/")[1].split(".gif")[0]
+    assert tracking_tokens.verify(pixel, "open", SECRET).customer_id == "kz_1"
+
+
+def test_transactional_mail_has_no_unsubscribe_headers() -> None:
+    envelope = email.Envelope("Shop", "a@shop.example.com", "k@example.com", "shop.example.com")
+    parts = templates.Parts(subject="Receipt", text="Thanks")
+    mail = email.build(
+        parts, envelope, "send:x", marketing=False, tracking=None, unsubscribe_url=None,
+        one_click_url=None,
+    )  # fmt: skip
+    assert mail["List-Unsubscribe"] is None
+    assert mail.get_content_type() == "text/plain"
