@@ -5,18 +5,10 @@ opt-out wins a tie); hard bounces and complaints suppress a channel for good. Pu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC
 from typing import Any
 
+from kizuna import consent
 from kizuna.envelope import Envelope
-
-CHANNELS = ("email", "line", "sms", "webhook")
-HARD_BOUNCES = frozenset({"hard", "permanent"})
-
-
-def stamp_of(event: Envelope) -> str:
-    """Orders statements: ISO time in UTC sorts as text, the id breaks ties."""
-    return f"{event.occurred_at.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S.%f')}|{event.id}"
 
 
 @dataclass
@@ -74,28 +66,12 @@ class Mirror:
 def observe(mirror: Mirror, event: Envelope) -> set[str]:
     """Moves the mirror by one new event; returns the names of traits that changed."""
     payload = event.payload
-    stamp = stamp_of(event)
     if event.type == "identify" and isinstance(payload.get("traits"), dict):
-        return mirror.set_traits(payload["traits"], stamp)
-    if event.type != "track":
-        return set()
-    name = payload.get("event")
-    properties = payload.get("properties")
-    properties = properties if isinstance(properties, dict) else {}
-    if name == "Consent Updated":
-        channel = str(properties.get("channel", "")).lower()
-        status = properties.get("status")
-        if isinstance(properties.get("granted"), bool):
-            status = "granted" if properties["granted"] else "revoked"
-        if channel in CHANNELS and status in ("granted", "revoked"):
-            mirror.state_consent(channel, str(status), stamp)
-    elif name == "Unsubscribed":
-        channel = str(properties.get("channel") or "email").lower()
-        if channel in CHANNELS:
-            mirror.state_consent(channel, "revoked", stamp)
-    elif name == "Email Marked as Spam" or (
-        name == "Email Bounced" and str(properties.get("bounce_type", "")).lower() in HARD_BOUNCES
-    ):
-        mirror.dirty |= "email" not in mirror.suppressed
-        mirror.suppressed.add("email")
+        return mirror.set_traits(payload["traits"], consent.stamp_of(event))
+    for statement in consent.statements(event):
+        if statement.status == "suppressed":
+            mirror.dirty |= statement.channel not in mirror.suppressed
+            mirror.suppressed.add(statement.channel)
+        else:
+            mirror.state_consent(statement.channel, statement.status, statement.stamp)
     return set()
