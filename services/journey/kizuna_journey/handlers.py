@@ -45,7 +45,9 @@ async def on_events(
     for event in events:
         by_workspace[event.workspace_id].append(event)
     for workspace_id, items in by_workspace.items():
-        fresh_ids = await store.first_new_events(conn, workspace_id, [e.id for e in items])
+        fresh_ids = await store.first_new_events_locked(
+            conn, workspace_id, [(e.id, e.customer_key) for e in items]
+        )  # and the new events' customers locked
         fresh: list[Envelope] = []
         for event in items:
             if event.id in fresh_ids:
@@ -54,10 +56,9 @@ async def on_events(
         if not fresh:
             continue
         customers = {e.customer_key for e in fresh}
-        await store.lock_customers(conn, workspace_id, customers)
         newest_changes = await _record_segment_changes(conn, workspace_id, fresh)
         work = await Work.load(conn, workspace_id, customers, now, outbox)
-        counted = []
+        counted = work.counted  # written with the runs and steps
         for event in fresh:
             if event.type in SEGMENT_TYPES:
                 if event.id in newest_changes:
@@ -70,7 +71,6 @@ async def on_events(
                 )
             _on_event(work, event, name)
         await _record_goals_after_end(work, fresh)
-        await store.count_events(conn, workspace_id, counted)
         published |= await work.flush()
     return published
 

@@ -53,12 +53,17 @@ class Journeys:
                 runs, published = await handlers.fire_due_runs(
                     conn, self.clock(), self.timer_batch, self.outbox
                 )
+                if not runs:  # nothing written: the schedules can share the transaction
+                    schedules, published_too = await handlers.fire_due_schedules(
+                        conn, self.clock(), self.timer_batch, self.outbox
+                    )
             self._published(published)
-            async with self.engine.begin() as conn:
-                schedules, published = await handlers.fire_due_schedules(
-                    conn, self.clock(), self.timer_batch, self.outbox
-                )
-            self._published(published)
+            if runs:
+                async with self.engine.begin() as conn:
+                    schedules, published_too = await handlers.fire_due_schedules(
+                        conn, self.clock(), self.timer_batch, self.outbox
+                    )
+            self._published(published_too)
             fired += runs + schedules
             if runs < self.timer_batch and schedules < self.timer_batch:
                 return fired

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -49,6 +49,10 @@ def condition_events(journey: JourneyDefinition) -> set[str]:
     return names
 
 
+def _has_conditions(journey: JourneyDefinition) -> bool:
+    return any(isinstance(step, definition.ConditionStep) for step in journey.steps.values())
+
+
 @dataclass
 class Work:
     conn: AsyncConnection
@@ -72,6 +76,7 @@ class Work:
     schedules: dict[tuple[str, str, str], Schedule] = field(default_factory=dict)
     unscheduled: dict[tuple[str, str, str], Schedule] = field(default_factory=dict)
     inserted: set[str] = field(default_factory=set)  # new runs that got in, once flushed
+    counted: list[tuple[str, str, date, datetime]] = field(default_factory=list)  # events
 
     @classmethod
     async def load(
@@ -83,29 +88,48 @@ class Work:
         outbox: Outbox,
         *,
         claimed: Sequence[RunRow] = (),
-        lock: bool = True,
+        lock: bool = False,
     ) -> Work:
         ids = sorted(set(customers))
         work = cls(conn, workspace_id, now, outbox)
+        rules_known = False
         if not claimed:  # firing claimed runs starts no new ones
-            work.journeys = await store.active_journeys(conn, [workspace_id])
-        work.workspace_rules = await store.delivery_rules(conn, workspace_id)
-        runs = list(claimed) or await store.lock_live_runs(conn, workspace_id, ids)
+            found_active = await store.active_journeys_and_rules(conn, workspace_id)
+            if found_active is not None:
+                work.journeys, work.workspace_rules = found_active
+                rules_known = True
+        if claimed:
+            runs = list(claimed)
+            # The customer locks serialise every writer of the mirror: no row lock needed.
+            work.mirrors = await store.load_mirrors(conn, workspace_id, ids, lock=lock)
+        elif lock:
+            runs = await store.lock_live_runs(conn, workspace_id, ids)
+            work.mirrors = await store.load_mirrors(conn, workspace_id, ids, lock=lock)
+        else:
+            runs, work.mirrors = await store.lock_live_runs_and_load_mirrors(
+                conn, workspace_id, ids
+            )
         for run in runs:
             work.live.setdefault(run.customer_id, []).append(run)
         keys = {(run.journey_id, run.version) for run in runs}
         keys |= {(j.journey_id, j.version) for j in work.journeys}
         found = await store.definitions_of(conn, [(workspace_id, j, v) for j, v in keys])
         work.definitions = {(k[1], k[2]): d for k, d in found.items()}
-        work.statuses = {
-            journey: status
-            for (_, journey), status in (
-                await store.journey_statuses(conn, [(workspace_id, j) for j, _ in keys])
-            ).items()
-        }
-        work.mirrors = await store.load_mirrors(conn, workspace_id, ids, lock=lock)
-        work.segments = await store.segments_of(conn, workspace_id, ids)
-        work.entries = await store.entry_history(conn, workspace_id, ids) if not claimed else {}
+        if work.definitions and not rules_known:
+            work.workspace_rules = await store.delivery_rules(conn, workspace_id)
+        # Statuses are read when an event reaches a live run; a journey in the active list is
+        # active until this transaction ends (it holds the journey's row FOR SHARE).
+        work.statuses = {j.journey_id: "active" for j in work.journeys}
+        others = {journey for journey, _ in keys} - set(work.statuses)
+        if others and not claimed:  # claimed runs' journeys are active and held likewise
+            found_statuses = await store.journey_statuses(conn, [(workspace_id, j) for j in others])
+            work.statuses |= {journey: status for (_, journey), status in found_statuses.items()}
+        if any(_has_conditions(d) for d in work.definitions.values()):  # else never read
+            work.segments = await store.segments_of(conn, workspace_id, ids)
+        if not claimed and any(
+            j.definition.entry.policy != "every_time" for j in work.journeys
+        ):  # else never read
+            work.entries = await store.entry_history(conn, workspace_id, ids)
         names = set().union(*(condition_events(d) for d in work.definitions.values()))
         work.event_days = await store.event_days(conn, workspace_id, ids, names)
         longest = max(
@@ -333,11 +357,14 @@ class Work:
 
     async def flush(self) -> bool:
         """Writes everything decided; returns whether the outbox got anything."""
-        inserted = await store.insert_new_runs(self.conn, list(self.new_runs.values()))
+        # New runs first (the ones another replica started at the same moment are lost, and so
+        # is everything they produced), then the step log and event counts, in one statement.
+        inserted = await store.insert_new_runs(
+            self.conn, list(self.new_runs.values()), self.steps, self.counted, self.workspace_id
+        )
         self.inserted = inserted
         lost = set(self.new_runs) - inserted
         await store.save_runs(self.conn, list(self.changed_runs.values()))
-        await store.insert_steps(self.conn, [s for s in self.steps if s["run_id"] not in lost])
         by_topic: dict[str, list[Envelope]] = {}
         for run_id, topic, event in self.messages:
             if run_id not in lost:

@@ -63,22 +63,29 @@ def parse_definition(
     return found
 
 
-async def active_journeys(
-    conn: AsyncConnection, workspace_ids: Iterable[str]
-) -> list[ActiveJourney]:
-    rows = await conn.execute(
-        sa.text(
-            "SELECT j.workspace_id, j.id, j.version, v.definition FROM jr_journeys j"
-            " JOIN jr_versions v ON v.workspace_id = j.workspace_id AND v.journey_id = j.id"
-            " AND v.version = j.version"
-            " WHERE j.status = 'active' AND j.workspace_id = ANY(CAST(:ws AS text[]))"
-            " FOR SHARE OF j SKIP LOCKED"  # a journey changing status right now is left out
-        ),
-        {"ws": sorted(set(workspace_ids))},
-    )
-    return [
-        ActiveJourney(r.workspace_id, r.id, r.version, parse_definition(*r)) for r in rows.all()
-    ]
+async def active_journeys_and_rules(
+    conn: AsyncConnection, workspace_id: str
+) -> tuple[list[ActiveJourney], DeliveryRules | None] | None:
+    """The workspace's active journeys (as ``active_journeys``) and its delivery rules, in one
+    round trip; None when no journey is active (the rules then need ``delivery_rules``)."""
+    rows = (
+        await conn.execute(
+            sa.text(
+                "SELECT j.workspace_id, j.id, j.version, v.definition,"
+                " (SELECT delivery FROM jr_settings WHERE workspace_id = :ws) AS delivery"
+                " FROM jr_journeys j JOIN jr_versions v ON v.workspace_id = j.workspace_id"
+                " AND v.journey_id = j.id AND v.version = j.version"
+                " WHERE j.status = 'active' AND j.workspace_id = :ws"
+                " FOR SHARE OF j SKIP LOCKED"  # a journey changing status right now is left out
+            ),
+            {"ws": workspace_id},
+        )
+    ).all()
+    if not rows:
+        return None
+    raw = rows[0].delivery
+    journeys = [ActiveJourney(r[0], r[1], r[2], parse_definition(*r[:4])) for r in rows]
+    return journeys, None if raw is None else DeliveryRules.model_validate(raw)
 
 
 async def definitions_of(
@@ -189,6 +196,46 @@ async def lock_live_runs(
     return [_run(row) for row in rows.all()]
 
 
+_MIRROR_COLUMNS = "traits, trait_stamps, consent, suppressed, rfm"
+
+
+async def lock_live_runs_and_load_mirrors(
+    conn: AsyncConnection, workspace_id: str, customers: Sequence[str]
+) -> tuple[list[RunRow], dict[str, Mirror]]:
+    """``lock_live_runs`` then ``load_mirrors`` (no row lock), in one round trip."""
+    run_part = ", ".join(f"r.{c.strip()}" for c in RUN_COLUMNS.split(","))
+    no_run = ", ".join(
+        "m.customer_id" if c.strip() == "customer_id" else "NULL" for c in RUN_COLUMNS.split(",")
+    )
+    rows = await conn.execute(
+        sa.text(
+            f"WITH r AS (SELECT {RUN_COLUMNS} FROM jr_runs WHERE workspace_id = :ws"  # noqa: S608
+            " AND customer_id = ANY(CAST(:c AS text[])) AND status = 'active'"
+            " ORDER BY run_id FOR UPDATE)"
+            f" SELECT {run_part}, CAST(NULL AS jsonb) AS traits, CAST(NULL AS jsonb) AS"
+            " trait_stamps, CAST(NULL AS jsonb) AS consent, CAST(NULL AS text[]) AS suppressed,"
+            " CAST(NULL AS jsonb) AS rfm FROM r"
+            f" UNION ALL SELECT {no_run}, {_MIRROR_COLUMNS} FROM jr_customers m"
+            " WHERE m.workspace_id = :ws AND m.customer_id = ANY(CAST(:c AS text[]))"
+        ),
+        {"ws": workspace_id, "c": list(customers)},
+    )
+    runs: list[RunRow] = []
+    mirrors: dict[str, Mirror] = {}
+    for row in rows.all():
+        if row.run_id is not None:
+            runs.append(_run(row))
+        else:
+            mirrors[row.customer_id] = Mirror(
+                dict(row.traits),
+                dict(row.trait_stamps),
+                dict(row.consent),
+                set(row.suppressed),
+                dict(row.rfm),
+            )
+    return runs, mirrors
+
+
 async def claim_due_runs(conn: AsyncConnection, now: datetime, limit: int) -> list[RunRow]:
     """Due runs of active journeys; a run another replica holds is skipped, not waited for."""
     rows = await conn.execute(
@@ -234,74 +281,123 @@ async def entry_history(
     return {(r.journey_id, r.customer_id): r.last for r in rows.all()}
 
 
+_RUN_UNNEST = (
+    "unnest(CAST(:run_id AS text[]), CAST(:workspace_id AS text[]), CAST(:journey_id AS text[]),"
+    " CAST(:version AS int[]), CAST(:customer_id AS text[]), CAST(:holdout AS bool[]),"
+    " CAST(:step AS text[]), CAST(:visits AS jsonb[]), CAST(:data AS jsonb[]),"
+    " CAST(:due_at AS timestamptz[]), CAST(:waiting_for AS text[]),"
+    " CAST(:entered_at AS timestamptz[]), CAST(:status AS text[]),"
+    " CAST(:ended_at AS timestamptz[]), CAST(:end_reason AS text[]),"
+    " CAST(:converted_at AS timestamptz[]))"
+)
+
+
+def _run_columns(runs: Sequence[RunRow]) -> dict[str, list[Any]]:
+    dumps = orjson.dumps
+    return {
+        "run_id": [r.run_id for r in runs],
+        "workspace_id": [r.workspace_id for r in runs],
+        "journey_id": [r.journey_id for r in runs],
+        "version": [r.version for r in runs],
+        "customer_id": [r.customer_id for r in runs],
+        "holdout": [r.holdout for r in runs],
+        "step": [r.step for r in runs],
+        "visits": [dumps(r.visits).decode() for r in runs],
+        "data": [dumps(r.data).decode() for r in runs],
+        "due_at": [r.due_at for r in runs],
+        "waiting_for": [r.waiting_for for r in runs],
+        "entered_at": [r.entered_at for r in runs],
+        "status": [r.status for r in runs],
+        "ended_at": [r.ended_at for r in runs],
+        "end_reason": [r.end_reason for r in runs],
+        "converted_at": [r.converted_at for r in runs],
+    }
+
+
 async def save_runs(conn: AsyncConnection, runs: Sequence[RunRow]) -> None:
+    """Writes runs back, all in one statement (each run id at most once)."""
     if not runs:
         return
     await conn.execute(
         sa.text(
-            f"INSERT INTO jr_runs ({RUN_COLUMNS}) VALUES (:run_id, :workspace_id, :journey_id,"  # noqa: S608
-            " :version, :customer_id, :holdout, :step, CAST(:visits AS jsonb),"
-            " CAST(:data AS jsonb), :due_at, :waiting_for, :entered_at, :status, :ended_at,"
-            " :end_reason, :converted_at)"
+            f"INSERT INTO jr_runs ({RUN_COLUMNS}) SELECT * FROM {_RUN_UNNEST}"  # noqa: S608
             " ON CONFLICT (run_id) DO UPDATE SET customer_id = excluded.customer_id,"
             " step = excluded.step, visits = excluded.visits, due_at = excluded.due_at,"
             " waiting_for = excluded.waiting_for, status = excluded.status,"
             " ended_at = excluded.ended_at, end_reason = excluded.end_reason,"
             " converted_at = excluded.converted_at"
         ),
-        [
-            {
-                **vars(run),
-                "visits": orjson.dumps(run.visits).decode(),
-                "data": orjson.dumps(run.data).decode(),
-            }
-            for run in runs
-        ],
+        _run_columns(runs),
     )
 
 
-async def insert_new_runs(conn: AsyncConnection, runs: Sequence[RunRow]) -> set[str]:
-    """Inserts runs that may race with another replica's; returns the ids that got in."""
-    if not runs:
+STEP_FIELDS = (
+    "execution_id",
+    "outcome",
+    "workspace_id",
+    "journey_id",
+    "version",
+    "run_id",
+    "customer_id",
+    "step_id",
+    "step_type",
+    "category",
+    "detail",
+    "at",
+)
+
+
+async def insert_new_runs(
+    conn: AsyncConnection,
+    runs: Sequence[RunRow],
+    steps: Sequence[dict[str, Any]] = (),
+    counted: Sequence[tuple[str, str, date, datetime]] = (),
+    workspace_id: str = "",
+) -> set[str]:
+    """Inserts runs that may race with another replica's; returns the ids that got in. In the
+    same statement: the step log rows (those of a new run only if the run got in, in order)
+    and the per-day event counts of ``workspace_id`` ((customer, event, day, at) per event)."""
+    if not runs and not steps and not counted:
         return set()
+    new_ids = [r.run_id for r in runs]
+    params: dict[str, Any] = _run_columns(runs)
+    params |= {"new_ids": new_ids, "ws": workspace_id}
+    params |= {f"s_{name}": [row[name] for row in steps] for name in STEP_FIELDS}
+    params["s_detail"] = [orjson.dumps(row["detail"]).decode() for row in steps]
+    params |= {
+        "e_c": [r[0] for r in counted],
+        "e_e": [r[1] for r in counted],
+        "e_d": [r[2] for r in counted],
+        "e_a": [r[3] for r in counted],
+    }
     result = await conn.execute(
         sa.text(
-            f"INSERT INTO jr_runs ({RUN_COLUMNS}) SELECT * FROM unnest("  # noqa: S608
-            "CAST(:run_id AS text[]), CAST(:workspace_id AS text[]), CAST(:journey_id AS text[]),"
-            " CAST(:version AS int[]), CAST(:customer_id AS text[]), CAST(:holdout AS bool[]),"
-            " CAST(:step AS text[]), CAST(:visits AS jsonb[]), CAST(:data AS jsonb[]),"
-            " CAST(:due_at AS timestamptz[]), CAST(:waiting_for AS text[]),"
-            " CAST(:entered_at AS timestamptz[]), CAST(:status AS text[]),"
-            " CAST(:ended_at AS timestamptz[]), CAST(:end_reason AS text[]),"
-            " CAST(:converted_at AS timestamptz[]))"
-            " ON CONFLICT DO NOTHING RETURNING run_id"
+            f"WITH ins AS (INSERT INTO jr_runs ({RUN_COLUMNS}) SELECT * FROM {_RUN_UNNEST}"  # noqa: S608
+            " ON CONFLICT DO NOTHING RETURNING run_id),"
+            " steps AS (INSERT INTO jr_steps (execution_id, outcome, workspace_id, journey_id,"
+            " version, run_id, customer_id, step_id, step_type, category, detail, at)"
+            " SELECT x, o, w, j, v, r, c, s, t, k, d, a FROM unnest("
+            "CAST(:s_execution_id AS text[]), CAST(:s_outcome AS text[]),"
+            " CAST(:s_workspace_id AS text[]),"
+            " CAST(:s_journey_id AS text[]), CAST(:s_version AS int[]), CAST(:s_run_id AS text[]),"
+            " CAST(:s_customer_id AS text[]), CAST(:s_step_id AS text[]),"
+            " CAST(:s_step_type AS text[]), CAST(:s_category AS text[]),"
+            " CAST(:s_detail AS jsonb[]), CAST(:s_at AS timestamptz[]))"
+            " WITH ORDINALITY u(x, o, w, j, v, r, c, s, t, k, d, a, n)"
+            " WHERE r <> ALL(CAST(:new_ids AS text[])) OR r IN (SELECT run_id FROM ins)"
+            " ORDER BY n ON CONFLICT DO NOTHING),"
+            " counts AS (INSERT INTO jr_customer_events (workspace_id, customer_id, event, day,"
+            " count, last_at) SELECT :ws, c, e, d, count(*), max(a) FROM unnest("
+            "CAST(:e_c AS text[]), CAST(:e_e AS text[]), CAST(:e_d AS date[]),"
+            " CAST(:e_a AS timestamptz[])) x(c, e, d, a) GROUP BY c, e, d"
+            " ON CONFLICT (workspace_id, customer_id, event, day) DO UPDATE SET"
+            " count = jr_customer_events.count + excluded.count,"
+            " last_at = greatest(jr_customer_events.last_at, excluded.last_at))"
+            " SELECT run_id FROM ins"
         ),
-        {
-            name: [
-                orjson.dumps(getattr(run, name)).decode()
-                if name in ("visits", "data")
-                else getattr(run, name)
-                for run in runs
-            ]
-            for name in (c.strip() for c in RUN_COLUMNS.split(","))
-        },
+        params,
     )
     return {row.run_id for row in result.all()}
-
-
-async def insert_steps(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    await conn.execute(
-        sa.text(
-            "INSERT INTO jr_steps (execution_id, outcome, workspace_id, journey_id, version,"
-            " run_id, customer_id, step_id, step_type, category, detail, at) VALUES"
-            " (:execution_id, :outcome, :workspace_id, :journey_id, :version, :run_id,"
-            " :customer_id, :step_id, :step_type, :category, CAST(:detail AS jsonb), :at)"
-            " ON CONFLICT DO NOTHING"
-        ),
-        [{**row, "detail": orjson.dumps(row["detail"]).decode()} for row in rows],
-    )
 
 
 async def marketing_sent(
@@ -434,32 +530,6 @@ async def record_segment_changes(
     return {row.event_id for row in result.all()}
 
 
-async def count_events(
-    conn: AsyncConnection, workspace_id: str, rows: Sequence[tuple[str, str, date, datetime]]
-) -> None:
-    """(customer, event, day, at) per new event."""
-    if not rows:
-        return
-    await conn.execute(
-        sa.text(
-            "INSERT INTO jr_customer_events (workspace_id, customer_id, event, day, count, last_at)"
-            " SELECT :ws, c, e, d, count(*), max(a) FROM unnest(CAST(:c AS text[]),"
-            " CAST(:e AS text[]), CAST(:d AS date[]), CAST(:a AS timestamptz[])) x(c, e, d, a)"
-            " GROUP BY c, e, d"
-            " ON CONFLICT (workspace_id, customer_id, event, day) DO UPDATE SET"
-            " count = jr_customer_events.count + excluded.count,"
-            " last_at = greatest(jr_customer_events.last_at, excluded.last_at)"
-        ),
-        {
-            "ws": workspace_id,
-            "c": [r[0] for r in rows],
-            "e": [r[1] for r in rows],
-            "d": [r[2] for r in rows],
-            "a": [r[3] for r in rows],
-        },
-    )
-
-
 async def event_days(
     conn: AsyncConnection, workspace_id: str, customers: Sequence[str], events: Iterable[str]
 ) -> dict[str, dict[str, dict[date, int]]]:
@@ -493,16 +563,25 @@ async def last_event_at(
     return value
 
 
-async def first_new_events(
-    conn: AsyncConnection, workspace_id: str, event_ids: Sequence[str]
+async def first_new_events_locked(
+    conn: AsyncConnection, workspace_id: str, events: Sequence[tuple[str, str]]
 ) -> set[str]:
-    """Records the ids as seen; returns the ones not seen before."""
+    """``first_new_events`` and ``lock_customers`` of the new ones' customers in one
+    statement: (event id, customer) each, the first of an id counting. Every id is recorded
+    before the first lock is taken, and the locks are taken in the global order."""
+    first = dict(reversed(events))  # the first customer of each id wins
+    ids = list(dict.fromkeys(event_id for event_id, _ in events))
     rows = await conn.execute(
         sa.text(
-            "INSERT INTO jr_seen_events (workspace_id, event_id)"
-            " SELECT :ws, unnest(CAST(:ids AS text[])) ON CONFLICT DO NOTHING RETURNING event_id"
+            "WITH x AS (SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:c AS text[])) x(i, c)),"
+            " fresh AS (INSERT INTO jr_seen_events (workspace_id, event_id)"
+            " SELECT :ws, i FROM x ON CONFLICT DO NOTHING RETURNING event_id),"
+            " locked AS (SELECT count(*) AS n FROM (SELECT pg_advisory_xact_lock(k) FROM"
+            " (SELECT DISTINCT hashtextextended(:ws || ':' || x.c, :space) AS k"
+            " FROM fresh JOIN x ON x.i = fresh.event_id ORDER BY k) keys) l)"
+            " SELECT event_id FROM fresh, locked WHERE locked.n >= 0"
         ),
-        {"ws": workspace_id, "ids": list(dict.fromkeys(event_ids))},
+        {"ws": workspace_id, "ids": ids, "c": [first[i] for i in ids], "space": LOCK_SPACE},
     )
     return {row.event_id for row in rows.all()}
 
