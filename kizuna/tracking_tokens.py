@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-TokenKind = Literal["open", "click", "download"]
+TokenKind = Literal["open", "click", "download", "unsubscribe"]
+WITHOUT_DESTINATION = frozenset({"open", "unsubscribe"})
 MAX_TOKEN_LENGTH = 4096
 
 
@@ -73,7 +74,9 @@ def is_safe_destination(url: str) -> bool:
 
 
 def sign(token: TrackingToken, secret: str) -> str:
-    if token.kind != "open" and not (token.destination and is_safe_destination(token.destination)):
+    if token.kind not in WITHOUT_DESTINATION and not (
+        token.destination and is_safe_destination(token.destination)
+    ):
         raise ValueError("click and download tokens need an http(s) destination")
     body = json.dumps(token.claims(), separators=(",", ":"), sort_keys=True).encode()
     return f"{_b64encode(body)}.{_b64encode(_mac(secret.encode(), token.kind, body))}"
@@ -95,7 +98,9 @@ def verify(text: str, kind: TokenKind, secret: str, now: float | None = None) ->
     if claims["e"] < (time.time() if now is None else now):
         raise ExpiredToken("the link has expired")
     destination = claims.get("u")
-    if kind != "open" and not (isinstance(destination, str) and is_safe_destination(destination)):
+    if kind not in WITHOUT_DESTINATION and not (
+        isinstance(destination, str) and is_safe_destination(destination)
+    ):
         raise InvalidToken("no safe destination")
     return TrackingToken(
         kind=kind,

@@ -1,14 +1,39 @@
 from fastapi import FastAPI
 
-from kizuna.service import create_service_app
-from kizuna_notifier import templates_api
+from kizuna.outbox import Outbox
+from kizuna.service import ServiceContext, create_service_app
+from kizuna_notifier import mailbox_api, runtime, templates_api, unsubscribe
+from kizuna_notifier.adapters.mail import MailboxMailer, Mailer, SmtpMailer
+from kizuna_notifier.delivery import Delivery
 from kizuna_notifier.settings import NotifierSettings, get_settings
 
 
 def create_app(settings: NotifierSettings | None = None) -> FastAPI:
-    return create_service_app(
+    settings = settings or get_settings()
+    app: FastAPI | None = None
+
+    def current() -> Delivery:
+        assert app is not None
+        delivery: Delivery = app.state.delivery
+        return delivery
+
+    def start(started: FastAPI, context: ServiceContext) -> None:
+        mailer: Mailer = MailboxMailer(context.engine)
+        if settings.notifier_smtp_url is not None:
+            mailer = SmtpMailer(
+                settings.notifier_smtp_url.get_secret_value(), settings.notifier_smtp_connections
+            )
+        started.state.delivery = Delivery(
+            context.engine, context.bus, mailer, settings, Outbox("nt_outbox", runtime.OUTBOX_LOCK)
+        )
+
+    app = create_service_app(
         "notifier",
-        settings or get_settings(),
-        routers=[templates_api.router],
+        settings,
+        routers=[templates_api.router, mailbox_api.router, unsubscribe.router],
+        consumers=runtime.consumers(current),
+        background=runtime.background(current),
+        on_startup=[start],
         description="Templates and delivery by email, LINE and webhook.",
     )
+    return app

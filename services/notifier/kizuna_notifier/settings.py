@@ -1,6 +1,6 @@
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from kizuna.settings import KizunaSettings
 
@@ -10,6 +10,24 @@ class NotifierSettings(KizunaSettings):
 
     notifier_profile_url: str = Field(
         default="http://127.0.0.1:8002", description="The profile service, for previews."
+    )
+    notifier_smtp_url: SecretStr | None = Field(
+        default=None,
+        description="smtp://user:pass@host:587 (STARTTLS when offered), smtps://… (TLS), or"
+        " unset: mail goes to the local mailbox (GET /v1/mailbox)",
+    )
+    notifier_from: str = Field(
+        default="Kizuna <no-reply@kizuna.localhost>", description="Sender of every email."
+    )
+    notifier_tracking_url: str = Field(
+        default="http://127.0.0.1:8001", description="Public URL of ingest (tracked links)."
+    )
+    notifier_public_url: str = Field(
+        default="http://127.0.0.1:8005", description="Public URL of the notifier (unsubscribe)."
+    )
+    notifier_smtp_connections: int = Field(default=4, ge=1, le=64)
+    notifier_retry_seconds: float = Field(
+        default=60, gt=0, description="First wait before a 4xx-refused mail is tried again."
     )
 
 

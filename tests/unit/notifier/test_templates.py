@@ -67,8 +67,11 @@ def test_the_sandbox_refuses_reaching_python_internals() -> None:
     )
     assert hidden.text == "[]"  # private attributes read as undefined
     with pytest.raises(templates.RenderFailed):
-        templates.render(template(text="{{ ''.__class__.__mro__[1].__subclasses__() }}"),
-                         templates.SAMPLE_CONTEXT, None)  # fmt: skip
+        templates.render(
+            template(text="{{ ''.__class__.__mro__[1].__subclasses__() }}"),
+            templates.SAMPLE_CONTEXT,
+            None,
+        )
 
 
 def test_email_has_parts_headers_tracking_and_a_stable_message_id() -> None:
@@ -88,8 +91,15 @@ def test_email_has_parts_headers_tracking_and_a_stable_message_id() -> None:
         unsubscribe_url="https://kizuna.example.com/u/tok",
         one_click_url="https://kizuna.example.com/u/tok/one-click",
     )
-    again = email.build(parts, envelope, "send:run:mail:1", marketing=True, tracking=tracking,
-                        unsubscribe_url=None, one_click_url=None)  # fmt: skip
+    again = email.build(
+        parts,
+        envelope,
+        "send:run:mail:1",
+        marketing=True,
+        tracking=tracking,
+        unsubscribe_url=None,
+        one_click_url=None,
+    )
     assert mail["Message-ID"] == again["Message-ID"]
     assert mail["Message-ID"].endswith("@shop.example.com>")
     assert mail["List-Unsubscribe"] == "<https://kizuna.example.com/u/tok/one-click>"
@@ -117,8 +127,13 @@ def test_transactional_mail_has_no_unsubscribe_headers() -> None:
     envelope = email.Envelope("Shop", "a@shop.example.com", "k@example.com", "shop.example.com")
     parts = templates.Parts(subject="Receipt", text="Thanks")
     mail = email.build(
-        parts, envelope, "send:x", marketing=False, tracking=None, unsubscribe_url=None,
+        parts,
+        envelope,
+        "send:x",
+        marketing=False,
+        tracking=None,
+        unsubscribe_url=None,
         one_click_url=None,
-    )  # fmt: skip
+    )
     assert mail["List-Unsubscribe"] is None
     assert mail.get_content_type() == "text/plain"

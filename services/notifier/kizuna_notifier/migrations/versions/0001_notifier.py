@@ -76,7 +76,9 @@ def upgrade() -> None:
         sa.Column("customer_id", sa.Text, primary_key=True),
         sa.Column("channel", sa.Text, primary_key=True),
         sa.Column("status", sa.Text, nullable=False),  # granted, revoked, suppressed
-        sa.Column("stamp", sa.Text, nullable=False),
+        sa.Column("at", sa.Text, nullable=False),  # newest statement wins (kizuna.consent)
+        sa.Column("strict", sa.Boolean, nullable=False),  # an opt-out wins a tie
+        sa.Column("event_id", sa.Text, nullable=False),
         sa.Column("source", sa.Text, nullable=False),
     )
     op.create_table(

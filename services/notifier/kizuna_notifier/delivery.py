@@ -1,0 +1,308 @@
+"""Send requests to delivered mail, exactly once in effect.
+
+1. One transaction records every request of the batch in the sends ledger (``sending``) and
+   settles the ones that will not be sent (skipped, failed), with their outcomes.
+2. The mails go out, a few SMTP connections in parallel.
+3. One transaction marks each sent, bounced (the address is suppressed) or to be retried, with
+   its outcome on the outbox.
+
+A request seen again after step 3 is ignored. If the process dies between 1 and 3, the ones
+left ``sending`` are sent again when the request is redelivered, with the same Message-ID:
+that window (the batch in flight) is the only place a recipient can get a copy twice."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.utils import parseaddr
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from kizuna import consent, topics, tracking_tokens
+from kizuna.bus import Bus, PoisonMessage
+from kizuna.envelope import Envelope, utcnow
+from kizuna.outbox import Outbox
+from kizuna_notifier.adapters import store
+from kizuna_notifier.adapters.mail import Mailer, Result
+from kizuna_notifier.domain import decisions, email
+from kizuna_notifier.domain.decisions import Fail, Mail, SendRequest, Skip
+from kizuna_notifier.settings import NotifierSettings
+
+log = structlog.get_logger(__name__)
+MAX_ATTEMPTS = 6
+SEND_REQUESTED = "send.requested"
+UNSUBSCRIBE_DAYS = 365
+
+
+@dataclass
+class Links:
+    settings: NotifierSettings
+
+    def unsubscribe_token(self, workspace_id: str, customer_id: str, send_id: str) -> str:
+        return tracking_tokens.sign(
+            tracking_tokens.TrackingToken(
+                kind="unsubscribe",
+                workspace_id=workspace_id,
+                customer_id=customer_id,
+                message_id=send_id,
+                expires_at=int(time.time()) + UNSUBSCRIBE_DAYS * 86400,
+            ),
+            self.settings.secret_key.get_secret_value(),
+        )
+
+    def for_send(self, workspace_id: str, customer_id: str, send_id: str) -> dict[str, str]:
+        token = self.unsubscribe_token(workspace_id, customer_id, send_id)
+        base = self.settings.notifier_public_url.rstrip("/")
+        return {
+            "unsubscribe_url": f"{base}/u/{token}",
+            "preferences_url": f"{base}/u/{token}",
+            "one_click_url": f"{base}/u/{token}/one-click",
+        }
+
+
+def outcome(
+    kind: str, workspace_id: str, request: SendRequest, now: datetime, **detail: Any
+) -> Envelope:
+    return Envelope.new(
+        f"delivery.{kind}",
+        workspace_id,
+        request.customer_id,
+        {
+            "send_id": request.send_id,
+            "channel": request.channel,
+            "category": request.category,
+            "template": request.template,
+            "journey_id": request.journey_id,
+            "run_id": request.run_id,
+            "step_id": request.step_id,
+            **detail,
+        },
+        occurred_at=now,
+        event_id=f"outcome:{request.send_id}:{kind}",
+    )
+
+
+@dataclass
+class Delivery:
+    engine: AsyncEngine
+    bus: Bus
+    mailer: Mailer
+    settings: NotifierSettings
+    outbox: Outbox
+    clock: Callable[[], datetime] = utcnow
+    links: Links = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.links = Links(self.settings)
+        name, address = parseaddr(self.settings.notifier_from)
+        self.sender = (name or "Kizuna", address or "no-reply@kizuna.localhost")
+
+    async def handle(self, events: Sequence[Envelope]) -> None:
+        by_workspace: dict[str, list[SendRequest]] = {}
+        for event in events:
+            if event.type != SEND_REQUESTED:
+                continue
+            try:
+                request = SendRequest.model_validate(event.payload)
+            except ValidationError as error:
+                raise PoisonMessage(f"not a send request: {error}") from error
+            by_workspace.setdefault(event.workspace_id, []).append(request)
+        for workspace_id, requests in by_workspace.items():
+            unique = list({r.send_id: r for r in requests}.values())
+            await self.deliver(workspace_id, unique, {})
+
+    async def deliver(
+        self, workspace_id: str, requests: Sequence[SendRequest], attempts: dict[str, int]
+    ) -> None:
+        now = self.clock()
+        mails: list[tuple[SendRequest, Mail, dict[str, str]]] = []
+        async with self.engine.begin() as conn:
+            if not attempts:
+                claimed = await store.claim(
+                    conn, workspace_id, [r.model_dump(mode="json") for r in requests]
+                )
+                attempts = {c.send_id: c.attempts for c in claimed}
+                requests = [r for r in requests if r.send_id in attempts]
+            consent_rows = await store.consent_of(
+                conn, workspace_id, [r.customer_id for r in requests]
+            )
+            found = await store.templates_of(
+                conn, workspace_id, [r.template for r in requests if r.template]
+            )
+            settled: list[dict[str, Any]] = []
+            outcomes: list[Envelope] = []
+            for request in requests:
+                links = self.links.for_send(workspace_id, request.customer_id, request.send_id)
+                consent_here = {
+                    channel: status
+                    for (customer, channel), status in consent_rows.items()
+                    if customer == request.customer_id
+                }
+                decision = decisions.decide(
+                    request,
+                    consent_here,
+                    found.get(request.template or ""),
+                    {k: v for k, v in links.items() if k != "one_click_url"},
+                    {"id": workspace_id},
+                )
+                if isinstance(decision, Skip):
+                    settled.append(
+                        {
+                            "send_id": request.send_id,
+                            "status": "skipped",
+                            "reason": decision.reason,
+                            "message_id": None,
+                            "recipient": None,
+                        }
+                    )
+                    outcomes.append(
+                        outcome("suppressed", workspace_id, request, now, reason=decision.reason)
+                    )
+                elif isinstance(decision, Fail):
+                    settled.append(
+                        {
+                            "send_id": request.send_id,
+                            "status": "failed",
+                            "reason": decision.reason,
+                            "message_id": None,
+                            "recipient": None,
+                        }
+                    )
+                    outcomes.append(
+                        outcome("failed", workspace_id, request, now, reason=decision.reason)
+                    )
+                else:
+                    mails.append((request, decision, links))
+            await store.finish(conn, workspace_id, settled)
+            await self.outbox.add(conn, topics.DELIVERY_OUTCOMES, outcomes)
+        if outcomes:
+            self.outbox.pending.set()
+        if mails:
+            await self._send(workspace_id, mails, attempts)
+
+    async def _send(
+        self,
+        workspace_id: str,
+        mails: list[tuple[SendRequest, Mail, dict[str, str]]],
+        attempts: dict[str, int],
+    ) -> None:
+        secret = self.settings.secret_key.get_secret_value()
+        domain = self.sender[1].rpartition("@")[2] or "kizuna.localhost"
+        built = []
+        for request, mail, links in mails:
+            tracking = email.Tracking(
+                self.settings.notifier_tracking_url.rstrip("/"),
+                secret,
+                workspace_id,
+                request.customer_id,
+            )
+            marketing = request.category == "marketing"
+            message = email.build(
+                mail.parts,
+                email.Envelope(self.sender[0], self.sender[1], mail.recipient, domain),
+                request.send_id,
+                marketing=marketing,
+                tracking=tracking if marketing else None,
+                unsubscribe_url=links["unsubscribe_url"],
+                one_click_url=links["one_click_url"],
+            )
+            built.append((request, mail, message))
+        results: list[Result] = await asyncio.gather(
+            *(self.mailer.send(workspace_id, r.send_id, m) for r, _, m in built)
+        )
+        now = self.clock()
+        async with self.engine.begin() as conn:
+            finished, outcomes = [], []
+            for (request, mail, message), result in zip(built, results, strict=True):
+                row = {
+                    "send_id": request.send_id,
+                    "message_id": message["Message-ID"],
+                    "recipient": mail.recipient,
+                    "reason": result.detail or None,
+                    "tried": 1,
+                }
+                tried = attempts.get(request.send_id, 0) + 1
+                if result.verdict == "sent":
+                    finished.append({**row, "status": "sent"})
+                    outcomes.append(
+                        outcome(
+                            "delivered",
+                            workspace_id,
+                            request,
+                            now,
+                            message_id=message["Message-ID"],
+                        )
+                    )
+                elif result.verdict == "bounced":
+                    finished.append({**row, "status": "bounced"})
+                    outcomes.append(
+                        outcome(
+                            "bounced",
+                            workspace_id,
+                            request,
+                            now,
+                            bounce_type="hard",
+                            reason=result.detail,
+                        )
+                    )
+                    await self._suppress(conn, workspace_id, request, now)
+                elif tried >= MAX_ATTEMPTS:
+                    finished.append({**row, "status": "failed"})
+                    outcomes.append(
+                        outcome("failed", workspace_id, request, now, reason=result.detail)
+                    )
+                else:
+                    wait = self.settings.notifier_retry_seconds * 4 ** (tried - 1)
+                    finished.append(
+                        {
+                            **row,
+                            "status": "retrying",
+                            "next_attempt_at": now + timedelta(seconds=wait),
+                        }
+                    )
+            await store.finish(conn, workspace_id, finished)
+            await self.outbox.add(conn, topics.DELIVERY_OUTCOMES, outcomes)
+        if outcomes:
+            self.outbox.pending.set()
+
+    async def _suppress(
+        self, conn: AsyncConnection, workspace_id: str, request: SendRequest, now: datetime
+    ) -> None:
+        stamp = f"{now.strftime('%Y-%m-%dT%H:%M:%S.%f')}|bounce:{request.send_id}"
+        await store.record_consent(
+            conn,
+            workspace_id,
+            request.customer_id,
+            consent.Statement("email", "suppressed", "hard_bounce", stamp),
+        )
+
+    async def publish_outbox(self) -> int:
+        return await self.outbox.publish_pending(self.engine, self.bus)
+
+    async def retry_due(self, limit: int = 200) -> int:
+        async with self.engine.begin() as conn:
+            rows = await store.due_retries(conn, self.clock(), limit)
+        by_workspace: dict[str, list[tuple[SendRequest, int]]] = {}
+        for row in rows:
+            request = SendRequest.model_validate(row.request)
+            by_workspace.setdefault(row.workspace_id, []).append((request, row.attempts))
+        for workspace_id, items in by_workspace.items():
+            await self.deliver(
+                workspace_id, [r for r, _ in items], {r.send_id: n for r, n in items}
+            )
+        return len(rows)
+
+    async def observe_consent(self, events: Sequence[Envelope]) -> None:
+        """Resolved events that state consent or suppress a channel update the mirror."""
+        async with self.engine.begin() as conn:
+            for event in events:
+                for statement in consent.statements(event):
+                    await store.record_consent(
+                        conn, event.workspace_id, event.customer_key, statement
+                    )

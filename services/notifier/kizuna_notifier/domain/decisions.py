@@ -1,0 +1,116 @@
+"""What to do with one send request: skip it (consent, suppression, no address), fail it
+(no template, does not render, channel not served yet) or send it. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kizuna_notifier.domain import templates
+from kizuna_notifier.domain.templates import Parts, TemplateBody
+
+WELL_KNOWN = (
+    "email",
+    "phone",
+    "first_name",
+    "last_name",
+    "name",
+    "birthday",
+    "locale",
+    "timezone",
+    "lineUserId",
+)
+
+
+class SendRequest(BaseModel):
+    """The payload of ``send.requested`` (docs/events.md); unknown fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    send_id: str = Field(min_length=1, max_length=400)
+    customer_id: str = Field(min_length=1, max_length=400)
+    channel: str
+    category: str = "marketing"
+    template: str | None = None
+    url: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+    customer: dict[str, Any] = Field(default_factory=dict)
+    journey_id: str | None = None
+    journey_version: int | None = None
+    run_id: str | None = None
+    step_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Skip:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Fail:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Mail:
+    parts: Parts
+    recipient: str
+    topic: str | None
+
+
+Decision = Skip | Fail | Mail
+
+
+def customer_variables(request: SendRequest) -> dict[str, Any]:
+    """``customer`` in templates: well-known traits at the top, all of them under ``traits``."""
+    traits = request.customer.get("traits") or {}
+    top = {name: traits[name] for name in WELL_KNOWN if name in traits}
+    if "first_name" not in top and "firstName" in traits:
+        top["first_name"] = traits["firstName"]
+    return {**top, **request.customer, "id": request.customer_id, "traits": traits}
+
+
+def decide(
+    request: SendRequest,
+    consent: Mapping[str, str],
+    template: TemplateBody | None,
+    links: Mapping[str, str],
+    workspace: Mapping[str, Any],
+) -> Decision:
+    """``consent``: channel → granted, revoked or suppressed, for this customer."""
+    if request.channel != "email":
+        return Fail(f"the {request.channel} channel is not delivered yet")
+    stated = consent.get("email")
+    if stated == "suppressed":
+        return Skip("suppressed")
+    if stated == "revoked":
+        return Skip("consent")
+    if template is None:
+        return Fail(f"no template {request.template!r}")
+    if template.topic and consent.get(f"email/{template.topic}") == "revoked":
+        return Skip(f"unsubscribed from {template.topic}")
+    customer = customer_variables(request)
+    recipient = customer.get("email")
+    if not isinstance(recipient, str) or "@" not in recipient:
+        return Skip("no_address")
+    context = {
+        "customer": customer,
+        "data": request.data,
+        "journey": {
+            "id": request.journey_id,
+            "version": request.journey_version,
+            "step": request.step_id,
+        },
+        "workspace": dict(workspace),
+        "message": {"id": request.send_id},
+        **links,
+    }
+    locale = customer.get("locale")
+    try:
+        parts = templates.render(template, context, locale if isinstance(locale, str) else None)
+    except templates.RenderFailed as error:
+        return Fail(f"render: {error.part}: {error.reason}")
+    return Mail(parts, recipient, template.topic)
