@@ -84,7 +84,16 @@ def run(port_base: int | None = None) -> int:
     signal.signal(signal.SIGINT, request_stop)
     try:
         chosen = bootstrap.dev_secrets(settings, data_dir / "credentials.json")
+        ports = {
+            name: (port_base + index + 1 if port_base else spec.port)
+            for index, (name, spec) in enumerate(SERVICES.items())
+        }
         env = {
+            # a developer receives webhooks locally; links point at this machine's services
+            "KIZUNA_NOTIFIER_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128",
+            "KIZUNA_NOTIFIER_TRACKING_URL": f"http://127.0.0.1:{ports['ingest']}",
+            "KIZUNA_NOTIFIER_PUBLIC_URL": f"http://127.0.0.1:{ports['notifier']}",
+            "KIZUNA_NOTIFIER_PROFILE_URL": f"http://127.0.0.1:{ports['profile']}",
             **os.environ,
             "KIZUNA_DATABASE_URL": database_url,
             "KIZUNA_SECRET_KEY": chosen["secret_key"],
@@ -94,10 +103,6 @@ def run(port_base: int | None = None) -> int:
         keys = asyncio.run(
             bootstrap.default_workspace(settings, chosen["write_key"], chosen["admin_key"])
         )
-        ports = {
-            name: (port_base + index + 1 if port_base else spec.port)
-            for index, (name, spec) in enumerate(SERVICES.items())
-        }
         for name, port in ports.items():
             children.append(
                 subprocess.Popen(

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parseaddr
 from typing import Any
 
+import orjson
 import structlog
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -28,10 +29,10 @@ from kizuna import consent, topics, tracking_tokens
 from kizuna.bus import Bus, PoisonMessage
 from kizuna.envelope import Envelope, utcnow
 from kizuna.outbox import Outbox
-from kizuna_notifier.adapters import store
+from kizuna_notifier.adapters import store, webhooks
 from kizuna_notifier.adapters.mail import Mailer, Result
 from kizuna_notifier.domain import decisions, email
-from kizuna_notifier.domain.decisions import Fail, Mail, SendRequest, Skip
+from kizuna_notifier.domain.decisions import Fail, Hook, Mail, SendRequest, Skip
 from kizuna_notifier.settings import NotifierSettings
 
 log = structlog.get_logger(__name__)
@@ -95,6 +96,7 @@ class Delivery:
     mailer: Mailer
     settings: NotifierSettings
     outbox: Outbox
+    poster: webhooks.WebhookPoster = field(default_factory=webhooks.WebhookPoster)
     clock: Callable[[], datetime] = utcnow
     links: Links = field(init=False)
 
@@ -121,7 +123,7 @@ class Delivery:
         self, workspace_id: str, requests: Sequence[SendRequest], attempts: dict[str, int]
     ) -> None:
         now = self.clock()
-        mails: list[tuple[SendRequest, Mail, dict[str, str]]] = []
+        mails: list[tuple[SendRequest, Mail | Hook, dict[str, str]]] = []
         async with self.engine.begin() as conn:
             if not attempts:
                 claimed = await store.claim(
@@ -189,41 +191,62 @@ class Delivery:
     async def _send(
         self,
         workspace_id: str,
-        mails: list[tuple[SendRequest, Mail, dict[str, str]]],
+        mails: list[tuple[SendRequest, Mail | Hook, dict[str, str]]],
         attempts: dict[str, int],
     ) -> None:
         secret = self.settings.secret_key.get_secret_value()
         domain = self.sender[1].rpartition("@")[2] or "kizuna.localhost"
-        built = []
-        for request, mail, links in mails:
+        jobs: list[tuple[SendRequest, dict[str, Any], Awaitable[Result]]] = []
+        signing_secret = None
+        for request, decision, links in mails:
+            if isinstance(decision, Hook):
+                if signing_secret is None:
+                    async with self.engine.begin() as conn:
+                        signing_secret = await store.signing_secret(conn, workspace_id)
+                body = orjson.dumps(decision.body).decode()
+                # the signature's time is the receiver's replay guard: real time, not the clock
+                headers = webhooks.signed_headers(signing_secret, request.send_id, utcnow(), body)
+                row = {"message_id": request.send_id, "recipient": decision.url}
+                jobs.append((request, row, self.poster.post(decision.url, body, headers)))
+                continue
+            marketing = request.category == "marketing"
             tracking = email.Tracking(
                 self.settings.notifier_tracking_url.rstrip("/"),
                 secret,
                 workspace_id,
                 request.customer_id,
             )
-            marketing = request.category == "marketing"
             message = email.build(
-                mail.parts,
-                email.Envelope(self.sender[0], self.sender[1], mail.recipient, domain),
+                decision.parts,
+                email.Envelope(self.sender[0], self.sender[1], decision.recipient, domain),
                 request.send_id,
                 marketing=marketing,
                 tracking=tracking if marketing else None,
                 unsubscribe_url=links["unsubscribe_url"],
                 one_click_url=links["one_click_url"],
             )
-            built.append((request, mail, message))
-        results: list[Result] = await asyncio.gather(
-            *(self.mailer.send(workspace_id, r.send_id, m) for r, _, m in built)
+            row = {"message_id": message["Message-ID"], "recipient": decision.recipient}
+            jobs.append((request, row, self.mailer.send(workspace_id, request.send_id, message)))
+        results = await asyncio.gather(*(job for _, _, job in jobs))
+        await self._settle(
+            workspace_id,
+            [(r, row, result) for (r, row, _), result in zip(jobs, results, strict=True)],
+            attempts,
         )
+
+    async def _settle(
+        self,
+        workspace_id: str,
+        done: list[tuple[SendRequest, dict[str, Any], Result]],
+        attempts: dict[str, int],
+    ) -> None:
         now = self.clock()
         async with self.engine.begin() as conn:
             finished, outcomes = [], []
-            for (request, mail, message), result in zip(built, results, strict=True):
+            for request, base, result in done:
                 row = {
                     "send_id": request.send_id,
-                    "message_id": message["Message-ID"],
-                    "recipient": mail.recipient,
+                    **base,
                     "reason": result.detail or None,
                     "tried": 1,
                 }
@@ -232,11 +255,7 @@ class Delivery:
                     finished.append({**row, "status": "sent"})
                     outcomes.append(
                         outcome(
-                            "delivered",
-                            workspace_id,
-                            request,
-                            now,
-                            message_id=message["Message-ID"],
+                            "delivered", workspace_id, request, now, message_id=base["message_id"]
                         )
                     )
                 elif result.verdict == "bounced":
@@ -252,7 +271,7 @@ class Delivery:
                         )
                     )
                     await self._suppress(conn, workspace_id, request, now)
-                elif tried >= MAX_ATTEMPTS:
+                elif result.verdict == "failed" or tried >= MAX_ATTEMPTS:
                     finished.append({**row, "status": "failed"})
                     outcomes.append(
                         outcome("failed", workspace_id, request, now, reason=result.detail)

@@ -1,4 +1,5 @@
-"""The local mailbox (port 8005, admin key): what `make dev` would have sent, as JSON or .eml."""
+"""The local mailbox (port 8005, admin key): what `make dev` would have sent, as JSON or .eml;
+and the webhook signing secret."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from fastapi.responses import Response
 
 from kizuna import auth
 from kizuna.service import ServiceContext, get_context, require_admin
+from kizuna_notifier.adapters import store
 
 router = APIRouter(prefix="/v1/mailbox", tags=["mailbox"])
 Admin = Annotated[auth.Principal, Depends(require_admin)]
@@ -57,3 +59,14 @@ async def get_mail(mail_id: int, admin: Admin, context: Context) -> Response:
         media_type="message/rfc822",
         headers={"Content-Disposition": f'attachment; filename="{mail_id}.eml"'},
     )
+
+
+secrets = APIRouter(prefix="/v1/signing-secret", tags=["webhooks"])
+
+
+@secrets.get("")
+async def signing_secret(admin: Admin, context: Context) -> dict[str, str]:
+    """The secret that signs this workspace's webhook-step deliveries (Standard Webhooks):
+    verify ``webhook-signature`` with it."""
+    async with context.engine.begin() as conn:
+        return {"secret": await store.signing_secret(conn, admin.workspace_id)}

@@ -4,6 +4,7 @@ from kizuna.outbox import Outbox
 from kizuna.service import ServiceContext, create_service_app
 from kizuna_notifier import mailbox_api, runtime, templates_api, unsubscribe
 from kizuna_notifier.adapters.mail import MailboxMailer, Mailer, SmtpMailer
+from kizuna_notifier.adapters.webhooks import WebhookPoster, parse_networks
 from kizuna_notifier.delivery import Delivery
 from kizuna_notifier.settings import NotifierSettings, get_settings
 
@@ -24,13 +25,18 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
                 settings.notifier_smtp_url.get_secret_value(), settings.notifier_smtp_connections
             )
         started.state.delivery = Delivery(
-            context.engine, context.bus, mailer, settings, Outbox("nt_outbox", runtime.OUTBOX_LOCK)
+            context.engine,
+            context.bus,
+            mailer,
+            settings,
+            Outbox("nt_outbox", runtime.OUTBOX_LOCK),
+            WebhookPoster(parse_networks(settings.notifier_webhook_allowed_networks)),
         )
 
     app = create_service_app(
         "notifier",
         settings,
-        routers=[templates_api.router, mailbox_api.router, unsubscribe.router],
+        routers=[templates_api.router, mailbox_api.router, mailbox_api.secrets, unsubscribe.router],
         consumers=runtime.consumers(current),
         background=runtime.background(current),
         on_startup=[start],

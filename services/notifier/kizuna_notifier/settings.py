@@ -25,6 +25,11 @@ class NotifierSettings(KizunaSettings):
     notifier_public_url: str = Field(
         default="http://127.0.0.1:8005", description="Public URL of the notifier (unsubscribe)."
     )
+    notifier_webhook_allowed_networks: str = Field(
+        default="",
+        description="Comma-separated CIDRs a webhook may reach although private or loopback"
+        " (make dev: 127.0.0.0/8,::1/128)",
+    )
     notifier_smtp_connections: int = Field(default=4, ge=1, le=64)
     notifier_retry_seconds: float = Field(
         default=60, gt=0, description="First wait before a 4xx-refused mail is tried again."

@@ -114,7 +114,12 @@ class NotifierApp:
         assert response.status_code == 200, response.text
 
     def request(
-        self, customer: str, template: str, *, email_address: str | None = None, **extra: Any
+        self,
+        customer: str,
+        template: str | None,
+        *,
+        email_address: str | None = None,
+        **extra: Any,
     ) -> Envelope:
         send_id = f"send:run-{next(_ids)}:mail:1"
         traits = {"email": email_address or f"{customer}@example.com", "first_name": "Ken"}
@@ -187,6 +192,7 @@ def notifier_settings(
         notifier_tracking_url="http://ingest.test",
         notifier_public_url="http://notifier.test",
         notifier_from="Tea Shop <news@tea.example.com>",
+        notifier_webhook_allowed_networks="127.0.0.0/8",
         **extra,
     )
 

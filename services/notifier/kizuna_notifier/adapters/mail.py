@@ -14,7 +14,7 @@ import aiosmtplib
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-Verdict = Literal["sent", "bounced", "retry"]
+Verdict = Literal["sent", "bounced", "retry", "failed"]
 
 
 @dataclass(frozen=True)

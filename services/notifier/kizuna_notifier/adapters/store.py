@@ -3,6 +3,8 @@ in the caller's transaction."""
 
 from __future__ import annotations
 
+import base64
+import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -133,3 +135,20 @@ async def due_retries(conn: AsyncConnection, now: datetime, limit: int) -> list[
         {"now": now, "n": limit},
     )
     return list(rows.all())
+
+
+async def signing_secret(conn: AsyncConnection, workspace_id: str) -> str:
+    """The workspace's webhook signing secret (``whsec_…``), made on first use."""
+    fresh = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    await conn.execute(
+        sa.text(
+            "INSERT INTO nt_signing_secrets (workspace_id, secret) VALUES (:ws, :s)"
+            " ON CONFLICT DO NOTHING"
+        ),
+        {"ws": workspace_id, "s": fresh},
+    )
+    secret: str = await conn.scalar(
+        sa.text("SELECT secret FROM nt_signing_secrets WHERE workspace_id = :ws"),
+        {"ws": workspace_id},
+    )
+    return secret

@@ -61,7 +61,13 @@ class Mail:
     topic: str | None
 
 
-Decision = Skip | Fail | Mail
+@dataclass(frozen=True)
+class Hook:
+    url: str
+    body: Any
+
+
+Decision = Skip | Fail | Mail | Hook
 
 
 def customer_variables(request: SendRequest) -> dict[str, Any]:
@@ -81,6 +87,8 @@ def decide(
     workspace: Mapping[str, Any],
 ) -> Decision:
     """``consent``: channel → granted, revoked or suppressed, for this customer."""
+    if request.channel == "webhook":
+        return _hook(request, consent, template, workspace)
     if request.channel != "email":
         return Fail(f"the {request.channel} channel is not delivered yet")
     stated = consent.get("email")
@@ -114,3 +122,38 @@ def decide(
     except templates.RenderFailed as error:
         return Fail(f"render: {error.part}: {error.reason}")
     return Mail(parts, recipient, template.topic)
+
+
+def _hook(
+    request: SendRequest,
+    consent: Mapping[str, str],
+    template: TemplateBody | None,
+    workspace: Mapping[str, Any],
+) -> Decision:
+    """The webhook step: the template's JSON body rendered, or the step's data as it is."""
+    if consent.get("webhook") in ("revoked", "suppressed"):
+        return Skip("consent")
+    if not request.url:
+        return Fail("a webhook send needs a url")
+    if request.template is None:
+        return Hook(request.url, {"customer_id": request.customer_id, "data": request.data})
+    if template is None:
+        return Fail(f"no template {request.template!r}")
+    if template.channel != "webhook" or template.body is None:
+        return Fail(f"template {request.template!r} is not a webhook template")
+    context = {
+        "customer": customer_variables(request),
+        "data": request.data,
+        "journey": {
+            "id": request.journey_id,
+            "version": request.journey_version,
+            "step": request.step_id,
+        },
+        "workspace": dict(workspace),
+        "message": {"id": request.send_id},
+    }
+    try:
+        parts = templates.render(template, context, None)
+    except templates.RenderFailed as error:
+        return Fail(f"render: {error.part}: {error.reason}")
+    return Hook(request.url, parts.body)

@@ -82,6 +82,12 @@ def upgrade() -> None:
         sa.Column("source", sa.Text, nullable=False),
     )
     op.create_table(
+        "nt_signing_secrets",
+        sa.Column("workspace_id", sa.Text, primary_key=True),
+        sa.Column("secret", sa.Text, nullable=False),
+        sa.Column("created_at", TS, nullable=False, server_default=NOW),
+    )
+    op.create_table(
         "nt_outbox",
         sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
         sa.Column("event_id", sa.Text, nullable=False, unique=True),
@@ -103,5 +109,12 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("nt_outbox", "nt_consent", "nt_mailbox", "nt_sends", "nt_templates"):
+    for table in (
+        "nt_outbox",
+        "nt_signing_secrets",
+        "nt_consent",
+        "nt_mailbox",
+        "nt_sends",
+        "nt_templates",
+    ):
         op.drop_table(table)
