@@ -279,6 +279,11 @@ class Work:
             }
         )
 
+    def _snapshot(self, customer_id: str) -> dict[str, Any]:
+        """What the journey knows of the customer, for the template and the address."""
+        mirror = self.mirror(customer_id)
+        return {"traits": dict(mirror.traits), "rfm": dict(mirror.rfm)}
+
     def _send_request(self, run: RunRow, send: machine.SendRequest) -> Envelope:
         return Envelope.new(
             SEND_REQUESTED,
@@ -292,6 +297,7 @@ class Work:
                 "template": send.template,
                 "url": send.url,
                 "data": dict(send.data),
+                "customer": self._snapshot(run.customer_id),
                 "journey_id": run.journey_id,
                 "journey_version": run.version,
                 "run_id": run.run_id,
