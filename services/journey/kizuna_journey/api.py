@@ -13,9 +13,10 @@ from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kizuna import auth
-from kizuna.http import error_body
+from kizuna.http import bearer_token, error_body
 from kizuna.service import ServiceContext, get_context, require_admin
 from kizuna_journey import handlers, scenarios
+from kizuna_journey.adapters.templates import TemplateCatalog, Unreachable, referenced
 from kizuna_journey.domain import clock, definition
 from kizuna_journey.domain.definition import DeliveryRules, JourneyDefinition
 from kizuna_journey.runtime import Journeys
@@ -99,7 +100,31 @@ async def _view(conn: AsyncConnection, workspace_id: str, journey_id: str) -> di
     }
 
 
+async def check_templates(request: Request, journey: JourneyDefinition) -> list[str]:
+    """Raises Invalid for templates the notifier does not have; returns warnings when it
+    could not be asked."""
+    context: ServiceContext = request.app.state.context
+    catalog = TemplateCatalog(getattr(context.settings, "journey_notifier_url", ""))
+    named = referenced(dict(journey.steps))
+    try:
+        missing = await catalog.missing(bearer_token(request), named)
+    except Unreachable as error:
+        return [f"templates not checked: {error}"]
+    if missing:
+        raise Invalid(
+            [
+                {
+                    "field": f"steps.{named[t]}.template",
+                    "problem": f"no template {t!r} in the notifier",
+                }
+                for t in sorted(missing)
+            ]
+        )
+    return []
+
+
 async def _create(
+    request: Request,
     context: ServiceContext,
     workspace_id: str,
     raw: dict[str, Any],
@@ -110,6 +135,7 @@ async def _create(
     if not isinstance(journey_id, str) or re.match(JOURNEY_ID, journey_id) is None:
         raise Invalid([{"field": "id", "problem": f"must match {JOURNEY_ID}"}])
     journey = parse(raw)
+    warnings = await check_templates(request, journey)
     async with context.engine.begin() as conn:
         created = await conn.scalar(
             sa.text(
@@ -121,7 +147,8 @@ async def _create(
         if created is None:
             raise HTTPException(409, f"journey {journey_id!r} exists")
         await _store_version(conn, workspace_id, journey_id, 1, journey)
-        return await _view(conn, workspace_id, journey_id)
+        view = await _view(conn, workspace_id, journey_id)
+    return {**view, "warnings": warnings} if warnings else view
 
 
 async def _store_version(
@@ -148,10 +175,10 @@ async def _store_version(
 
 @router.post("/v1/journeys", status_code=201)
 async def create_journey(
-    admin: Admin, context: Context, body: Annotated[dict[str, Any], Body()]
+    request: Request, admin: Admin, context: Context, body: Annotated[dict[str, Any], Body()]
 ) -> Any:
     try:
-        return await _create(context, admin.workspace_id, body)
+        return await _create(request, context, admin.workspace_id, body)
     except Invalid as error:
         return invalid_response(error)
 
@@ -169,8 +196,14 @@ async def list_templates(_: Admin) -> dict[str, Any]:
 
 @router.post("/v1/journeys/from-template/{name}", status_code=201)
 async def from_template(
-    name: str, admin: Admin, context: Context, body: FromTemplate | None = None
+    name: str,
+    request: Request,
+    admin: Admin,
+    context: Context,
+    body: FromTemplate | None = None,
 ) -> Any:
+    """A ready-to-edit draft; the default templates it names are created in the notifier
+    where they do not exist yet."""
     build = scenarios.SCENARIOS.get(name)
     if build is None:
         raise HTTPException(404, f"no scenario {name!r}; known: {sorted(scenarios.SCENARIOS)}")
@@ -182,11 +215,17 @@ async def from_template(
     if body.name:
         scenario["name"] = body.name
     raw = {**scenario, **({"id": body.id} if body.id else {})}
+    defaults = scenarios.templates_of(scenario)
+    catalog = TemplateCatalog(getattr(context.settings, "journey_notifier_url", ""))
     try:
-        view = await _create(context, admin.workspace_id, raw, template=name)
+        created = await catalog.ensure(bearer_token(request), defaults)
+    except Unreachable:
+        created = []  # the draft says so in its warnings
+    try:
+        view = await _create(request, context, admin.workspace_id, raw, template=name)
     except Invalid as error:
         return invalid_response(error)
-    view["templates"] = scenarios.templates_of(scenario)
+    view["templates"] = [{**t, "created": t["id"] in created} for t in defaults]
     return view
 
 
@@ -241,6 +280,7 @@ async def update_journey(
     runs follow, while runs already under way finish on theirs."""
     try:
         journey = parse({k: v for k, v in body.items() if k != "id"})
+        warnings = await check_templates(request, journey)
     except Invalid as error:
         return invalid_response(error)
     async with context.engine.begin() as conn:
@@ -271,7 +311,8 @@ async def update_journey(
             await handlers.seed_schedules(
                 conn, admin.workspace_id, journey_id, journeys.clock(), journeys.outbox
             )
-        return await _view(conn, admin.workspace_id, journey_id)
+        view = await _view(conn, admin.workspace_id, journey_id)
+    return {**view, "warnings": warnings} if warnings else view
 
 
 TRANSITIONS = {

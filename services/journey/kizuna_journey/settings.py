@@ -11,6 +11,10 @@ class JourneySettings(KizunaSettings):
     journey_timer_batch: int = Field(
         default=1000, ge=1, le=20_000, description="Most due runs one transaction fires."
     )
+    journey_notifier_url: str = Field(
+        default="http://127.0.0.1:8005",
+        description="The notifier, asked whether the templates a journey names exist.",
+    )
     journey_timer_poll_seconds: float = Field(
         default=0.2, gt=0, le=60, description="How often an idle replica looks for due timers."
     )
