@@ -6,11 +6,11 @@ Run with ``.venv/bin/python bench/bench_journey_latency.py [--rate 1000] [--seco
 Starts an embedded PostgreSQL and ``kizuna serve`` ingest, profile and journey (one process
 each, as deployed, on the PostgreSQL event log: the embedded default). Every customer is
 identified (with an email address) before the clock starts. Then ``Checkout Started`` events
-are posted to ``POST /v1/batch`` at ``--rate`` events/s (10 ms ticks), one customer each, and
-a reader on ``send-requests`` notes when each one's send request arrives. Latency = arrival
-minus the 200 of the batch that carried the event. As the baseline measured in the same run:
-the round trip of one message through the bus alone. Prints p50/p95/p99 and, last, one JSON
-line.
+are posted to ``POST /v1/batch`` at ``--rate`` events/s (a post every ``--tick`` seconds,
+10 ms by default), one customer each, and a reader on ``send-requests`` notes when each
+one's send request arrives. Latency = arrival minus the 200 of the batch that carried the
+event. As the baseline measured in the same run: the round trip of one message through the
+bus alone. Prints p50/p95/p99 and, last, one JSON line.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ from kizuna.embedded_pg import EmbeddedPostgres, ensure_database, free_port
 from kizuna.envelope import Envelope
 from kizuna.settings import KizunaSettings
 
-TICK = 0.01
 JOURNEY = {
     "id": "checkout",
     "name": "Checkout follow-up",
@@ -102,7 +101,7 @@ async def post(
     return time.perf_counter()
 
 
-async def measure(url: str, rate: int, seconds: float) -> dict[str, Any]:
+async def measure(url: str, rate: int, seconds: float, tick_seconds: float) -> dict[str, Any]:
     engine = create_engine(url, pool_size=2)
     async with engine.begin() as conn:
         workspace_id = await auth.create_workspace(conn, "bench")
@@ -115,7 +114,7 @@ async def measure(url: str, rate: int, seconds: float) -> dict[str, Any]:
     total = int(rate * seconds)
     accepted: dict[int, float] = {}
     arrived: dict[int, float] = {}
-    per_tick = max(1, int(rate * TICK))
+    per_tick = max(1, int(rate * tick_seconds))
     env = {
         "KIZUNA_DATABASE_URL": url,
         "KIZUNA_LOG_LEVEL": "WARNING",
@@ -130,7 +129,16 @@ async def measure(url: str, rate: int, seconds: float) -> dict[str, Any]:
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports['journey']}") as journey,
         ):
             figures = await _run(
-                ingest, journey, write, admin_header, base, total, per_tick, accepted, arrived
+                ingest,
+                journey,
+                write,
+                admin_header,
+                base,
+                total,
+                per_tick,
+                tick_seconds,
+                accepted,
+                arrived,
             )
     finally:
         for child in children:
@@ -148,10 +156,11 @@ async def _run(
     base: dict[str, Any],
     total: int,
     per_tick: int,
+    tick_seconds: float,
     accepted: dict[int, float],
     arrived: dict[int, float],
 ) -> dict[str, Any]:
-    rate = round(per_tick / TICK)
+    rate = round(per_tick / tick_seconds)
     created = await journey.post("/v1/journeys", json=JOURNEY, headers=admin_header)
     created.raise_for_status()
     await journey.post("/v1/journeys/checkout/activate", headers=admin_header)
@@ -185,7 +194,7 @@ async def _run(
                 accepted[i] = done
 
         posts.append(asyncio.create_task(send()))
-        delay = began + (tick + 1) * TICK - time.perf_counter()
+        delay = began + (tick + 1) * tick_seconds - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
     await asyncio.gather(*posts)
@@ -199,6 +208,7 @@ async def _run(
     baseline = await bus_round_trip(KizunaSettings(**base), 100)
     return {
         "events": total,
+        "events_per_post": per_tick,
         "offered_rate": rate,
         "achieved_rate": round(total / sent_for),
         "send_requests_seen": len(latencies),
@@ -218,6 +228,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="Checkout Started to send request, end to end.")
     parser.add_argument("--rate", type=int, default=1000, help="events per second offered")
     parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument(
+        "--tick", type=float, default=0.01, help="seconds between posts (batch = rate * tick)"
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="kizuna-bench-journey-latency-"))
     server = EmbeddedPostgres(workdir / "pg", free_port()).start()
@@ -225,7 +238,7 @@ def main() -> int:
         asyncio.run(ensure_database(server.url, "bench"))
         url = server.database_url("bench")
         migrate.upgrade(url)
-        figures = asyncio.run(measure(url, args.rate, args.seconds))
+        figures = asyncio.run(measure(url, args.rate, args.seconds, args.tick))
     finally:
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
