@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -40,3 +42,16 @@ async def read_topic(
     finally:
         await consumer.close()
     return seen
+
+
+@dataclass
+class FakeClock:
+    """An injectable clock for services that take ``clock=``: tests move time by hand."""
+
+    now: datetime
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)

@@ -4,7 +4,7 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -19,22 +19,11 @@ from kizuna.envelope import Envelope
 from kizuna_journey.main import create_app
 from kizuna_journey.runtime import Journeys
 from kizuna_journey.settings import JourneySettings
-from tests.helpers import make_workspace, read_topic
+from tests.helpers import FakeClock, make_workspace, read_topic
 from tests.integration.apps import running
 
 T0 = datetime(2026, 3, 2, 3, 0, tzinfo=UTC)  # 12:00 in Tokyo, a Monday
 _ids = itertools.count(1)
-
-
-@dataclass
-class FakeClock:
-    now: datetime = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 @dataclass
@@ -226,17 +215,13 @@ def bus_url(request: pytest.FixtureRequest) -> str:
     return "postgres"
 
 
-@pytest.fixture
-async def journey_app(
-    database_url: str, topic_prefix: str, bus_url: str
-) -> AsyncIterator[JourneyApp]:
-    settings = journey_settings(database_url, topic_prefix, bus_url)
+async def _journey_app(settings: JourneySettings) -> AsyncIterator[JourneyApp]:
     engine = create_engine(settings.database_dsn(), pool_size=1)
     workspace_id, _, admin = await make_workspace(engine, "shop")
     await engine.dispose()
     bus = bus_from_settings(settings)
     await bus.start()
-    clock = FakeClock()
+    clock = FakeClock(T0)
     app = create_app(settings)
     try:
         async with running(app) as client:
@@ -244,22 +229,50 @@ async def journey_app(
             yield JourneyApp(client, app.state, workspace_id, admin.secret, bus, clock, settings)
     finally:
         await bus.close()
+
+
+@pytest.fixture
+async def journey_app(
+    database_url: str, topic_prefix: str, bus_url: str
+) -> AsyncIterator[JourneyApp]:
+    async for app in _journey_app(journey_settings(database_url, topic_prefix, bus_url)):
+        yield app
 
 
 @pytest.fixture
 async def pg_journey_app(database_url: str, topic_prefix: str) -> AsyncIterator[JourneyApp]:
     """The same app on the PostgreSQL log only, for tests about rules rather than the bus."""
-    settings = journey_settings(database_url, topic_prefix, "postgres")
-    engine = create_engine(settings.database_dsn(), pool_size=1)
-    workspace_id, _, admin = await make_workspace(engine, "shop")
-    await engine.dispose()
-    bus = bus_from_settings(settings)
-    await bus.start()
-    clock = FakeClock()
-    app = create_app(settings)
-    try:
-        async with running(app) as client:
-            app.state.journeys.clock = clock
-            yield JourneyApp(client, app.state, workspace_id, admin.secret, bus, clock, settings)
-    finally:
-        await bus.close()
+    async for app in _journey_app(journey_settings(database_url, topic_prefix, "postgres")):
+        yield app
+
+
+async def nudge_many(app: JourneyApp, customers: list[str]) -> str:
+    """An API-triggered journey (wait an hour, then mail) with every customer enrolled and
+    given an address: as many timers due an hour later."""
+    journey_id = await app.create(
+        {
+            "name": "Nudge",
+            "trigger": {"type": "api"},
+            "start": "wait",
+            "steps": {
+                "wait": {"type": "wait", "duration": "PT1H", "next": "mail"},
+                "mail": {"type": "send", "channel": "email", "template": "nudge"},
+            },
+        }
+    )
+    async with app.journeys.engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "INSERT INTO jr_customers (workspace_id, customer_id, traits)"
+                " SELECT :ws, c, jsonb_build_object('email', c || '@example.com')"
+                " FROM unnest(CAST(:c AS text[])) c"
+            ),
+            {"ws": app.workspace_id, "c": customers},
+        )
+    response = await app.client.post(
+        f"/v1/journeys/{journey_id}/enrolments",
+        json={"customer_ids": customers, "request_id": "nudge"},
+        headers=app.admin,
+    )
+    assert response.json()["enrolled"] == len(customers)
+    return journey_id

@@ -18,7 +18,7 @@ from kizuna import topics
 from kizuna.envelope import Envelope
 from kizuna_journey.settings import JourneySettings
 from tests.helpers import read_topic
-from tests.integration.journey.conftest import JourneyApp
+from tests.integration.journey.conftest import JourneyApp, nudge_many
 
 RUNS = 10_000
 
@@ -44,33 +44,8 @@ async def test_killed_with_10000_timers_due_every_step_fires_once(
     journey_app: JourneyApp,
 ) -> None:
     app = journey_app
-    journey_id = await app.create(
-        {
-            "name": "Nudge",
-            "trigger": {"type": "api"},
-            "start": "wait",
-            "steps": {
-                "wait": {"type": "wait", "duration": "PT1H", "next": "mail"},
-                "mail": {"type": "send", "channel": "email", "template": "nudge"},
-            },
-        }
-    )
     customers = [f"k{i:05d}" for i in range(RUNS)]
-    async with app.journeys.engine.begin() as conn:
-        await conn.execute(
-            sa.text(
-                "INSERT INTO jr_customers (workspace_id, customer_id, traits)"
-                " SELECT :ws, c, jsonb_build_object('email', c || '@example.com')"
-                " FROM unnest(CAST(:c AS text[])) c"
-            ),
-            {"ws": app.workspace_id, "c": customers},
-        )
-    response = await app.client.post(
-        f"/v1/journeys/{journey_id}/enrolments",
-        json={"customer_ids": customers, "request_id": "crash"},
-        headers=app.admin,
-    )
-    assert response.json()["enrolled"] == RUNS
+    await nudge_many(app, customers)
     # This app's clock stays before the runs are due: only the child processes fire them.
     later = (app.clock.now + timedelta(hours=2)).isoformat()
 

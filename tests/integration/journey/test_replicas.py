@@ -9,40 +9,15 @@ import sqlalchemy as sa
 
 from kizuna.db import create_engine
 from kizuna_journey.runtime import Journeys
-from tests.integration.journey.conftest import JourneyApp
+from tests.integration.journey.conftest import JourneyApp, nudge_many
 
 RUNS = 3000
 
 
 async def test_replicas_share_due_timers_and_none_fires_twice(pg_journey_app: JourneyApp) -> None:
     app = pg_journey_app
-    journey_id = await app.create(
-        {
-            "name": "Nudge",
-            "trigger": {"type": "api"},
-            "start": "wait",
-            "steps": {
-                "wait": {"type": "wait", "duration": "PT1H", "next": "mail"},
-                "mail": {"type": "send", "channel": "email", "template": "nudge"},
-            },
-        }
-    )
     customers = [f"r{i:05d}" for i in range(RUNS)]
-    async with app.journeys.engine.begin() as conn:
-        await conn.execute(
-            sa.text(
-                "INSERT INTO jr_customers (workspace_id, customer_id, traits)"
-                " SELECT :ws, c, jsonb_build_object('email', c || '@example.com')"
-                " FROM unnest(CAST(:c AS text[])) c"
-            ),
-            {"ws": app.workspace_id, "c": customers},
-        )
-    response = await app.client.post(
-        f"/v1/journeys/{journey_id}/enrolments",
-        json={"customer_ids": customers},
-        headers=app.admin,
-    )
-    assert response.json()["enrolled"] == RUNS
+    await nudge_many(app, customers)
     later = app.clock.now + timedelta(hours=2)
     engines = [create_engine(app.settings.database_dsn(), pool_size=2) for _ in range(2)]
     try:

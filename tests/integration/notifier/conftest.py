@@ -25,7 +25,7 @@ from kizuna.envelope import Envelope
 from kizuna_notifier.delivery import Delivery
 from kizuna_notifier.main import create_app
 from kizuna_notifier.settings import NotifierSettings
-from tests.helpers import make_workspace
+from tests.helpers import FakeClock, make_workspace
 from tests.integration.apps import running
 
 T0 = datetime(2026, 3, 2, 3, 0, tzinfo=UTC)
@@ -76,14 +76,6 @@ def smtp() -> Iterator[tuple[Inbox, int]]:
         yield inbox, port
     finally:
         controller.stop()
-
-
-@dataclass
-class FakeClock:
-    now: datetime = T0
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @dataclass
@@ -210,7 +202,7 @@ async def _app(settings: NotifierSettings, inbox: Inbox | None) -> AsyncIterator
     await engine.dispose()
     bus = bus_from_settings(settings)
     await bus.start()
-    clock = FakeClock()
+    clock = FakeClock(T0)
     app = create_app(settings)
     try:
         async with running(app) as client:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -17,21 +17,10 @@ from kizuna.envelope import Envelope
 from kizuna_segmenter.main import create_app
 from kizuna_segmenter.runtime import Segmenter
 from kizuna_segmenter.settings import SegmenterSettings
-from tests.helpers import make_workspace, read_topic
+from tests.helpers import FakeClock, make_workspace, read_topic
 from tests.integration.apps import running
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
-
-
-@dataclass
-class FakeClock:
-    now: datetime = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 @dataclass
@@ -132,7 +121,7 @@ async def segmenter_app(segmenter_settings: SegmenterSettings) -> AsyncIterator[
     await engine.dispose()
     bus = bus_from_settings(segmenter_settings)
     await bus.start()
-    clock = FakeClock()
+    clock = FakeClock(T0)
     app = create_app(segmenter_settings)
     try:
         async with running(app) as client:
