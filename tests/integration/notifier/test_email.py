@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import httpx
-
 from kizuna import topics
 from kizuna.envelope import Envelope
 from kizuna_ingest.main import create_app as ingest_app
@@ -215,4 +213,3 @@ async def test_template_api_refuses_what_would_not_render(mailbox_app: NotifierA
     listed = await app.client.get("/v1/templates", headers=app.admin)
     assert [t["id"] for t in listed.json()["templates"]] == ["ok"]
     assert (await app.client.get("/v1/templates/bad", headers=app.admin)).status_code == 404
-    assert isinstance(httpx.__version__, str)
