@@ -8,7 +8,6 @@ Plumbing only: the table (``id`` identity, ``event_id`` unique, ``topic``, ``key
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -16,6 +15,7 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from kizuna.aio import wait_event
 from kizuna.bus import Bus, OutgoingMessage
 from kizuna.envelope import Envelope
 
@@ -101,5 +101,4 @@ class Outbox:
                 await self.publish_pending(engine, bus)
             except Exception:
                 log.exception("outbox_publish_failed", table=self.table)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.pending.wait(), idle_seconds)
+            await wait_event(self.pending, idle_seconds)

@@ -93,7 +93,8 @@ def health_router() -> APIRouter:
         except Exception as error:
             checks["database"] = f"failed: {type(error).__name__}"
         try:
-            await asyncio.wait_for(context.bus.ping(), 5)
+            async with asyncio.timeout(5):
+                await context.bus.ping()
             checks["bus"] = "ok"
         except Exception as error:
             checks["bus"] = f"failed: {type(error).__name__}"
@@ -111,6 +112,7 @@ def health_router() -> APIRouter:
 
 
 RETENTION_INTERVAL_SECONDS = 600
+SHUTDOWN_SECONDS = 10
 
 
 async def enforce_retention_forever(bus: Bus) -> None:
@@ -158,6 +160,9 @@ def create_service_app(
             log.info("service_stopping")
             for task in tasks:
                 task.cancel()
+            _, stuck = await asyncio.wait(tasks, timeout=SHUTDOWN_SECONDS)
+            if stuck:
+                log.error("background_tasks_did_not_stop", tasks=len(stuck))
             await asyncio.gather(*(runner.stop() for runner in context.runners))
             await bus.close()
             await engine.dispose()

@@ -13,6 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from kizuna import metrics
+from kizuna.aio import wait_event
 from kizuna.bus.base import (
     Bus,
     BusMessage,
@@ -151,9 +152,7 @@ class _WaitForIdle(ConsumerRebalanceListener):  # type: ignore[misc]
         self.idle = idle
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        try:
-            await asyncio.wait_for(self.idle.wait(), REBALANCE_TIMEOUT_MS / 1000 - 5)
-        except TimeoutError:
+        if not await wait_event(self.idle, REBALANCE_TIMEOUT_MS / 1000 - 5):
             log.warning("rebalance_while_batch_still_running", partitions=len(revoked))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:

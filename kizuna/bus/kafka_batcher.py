@@ -106,7 +106,8 @@ class RecordBatcher:
         self._pending_messages += len(messages)
         self._wakeup.set()
         try:
-            await asyncio.wait_for(asyncio.shield(done), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                await asyncio.shield(done)
         except TimeoutError as error:
             done.cancel()  # not sent if still queued; the caller has been told it failed
             raise BusUnavailable(

@@ -20,6 +20,7 @@ from datetime import timedelta
 import asyncpg
 
 from kizuna import metrics
+from kizuna.aio import wait_event
 from kizuna.bus.base import (
     Bus,
     BusMessage,
@@ -235,10 +236,7 @@ class PostgresLogConsumer(Consumer):
             remaining = deadline - loop.time()
             if messages or remaining <= 0:
                 return messages
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._wakeup.wait(), min(remaining, self.bus.rebalance_interval)
-                )
+            await wait_event(self._wakeup, min(remaining, self.bus.rebalance_interval))
 
     async def _read(self, max_records: int) -> list[BusMessage]:
         if not self._owned:

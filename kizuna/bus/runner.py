@@ -13,6 +13,7 @@ from typing import Generic, TypeVar
 import structlog
 
 from kizuna import metrics, topics
+from kizuna.aio import wait_event
 from kizuna.bus.base import Bus, BusMessage, Consumer, OutgoingMessage
 
 T = TypeVar("T")
@@ -167,5 +168,4 @@ class ConsumerRunner(Generic[T]):
         )
 
     async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+        await wait_event(self._stopping, seconds)

@@ -88,7 +88,8 @@ async def publish(runtime: IngestRuntime, envelopes: Sequence[Envelope]) -> None
     messages = [OutgoingMessage(e.bus_key, e.to_bytes()) for e in envelopes]
     timeout = runtime.settings.bus_publish_timeout_ms / 1000
     try:
-        await asyncio.wait_for(runtime.bus.publish_batch(topics.RAW_EVENTS, messages), timeout)
+        async with asyncio.timeout(timeout):
+            await runtime.bus.publish_batch(topics.RAW_EVENTS, messages)
     except (BusUnavailable, TimeoutError) as error:
         log.warning("bus_unavailable", error=str(error), events=len(messages))
         raise Refused(
