@@ -1,33 +1,75 @@
-"""A service served by a real uvicorn on loopback, in a background thread."""
+"""A service served by a real uvicorn on loopback, in a background thread.
+
+Async tests use ``served``: it waits with ``await`` so the test's own event loop keeps running
+the apps and connections it owns while the server starts (a blocked loop can hold a database
+lock the starting server needs). The socket is bound before the thread starts, so no other
+connection can take the port in between.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import uvicorn
 from fastapi import FastAPI
 
-from kizuna.embedded_pg import free_port
+START_SECONDS = 60
+
+
+class LiveServer:
+    def __init__(self, app: FastAPI) -> None:
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True
+        )
+        self.deadline = 0.0
+
+    def start(self) -> None:
+        self.thread.start()
+        self.deadline = time.monotonic() + START_SECONDS
+
+    def ready(self) -> bool:
+        if self.server.started:
+            return True
+        if not self.thread.is_alive():
+            raise RuntimeError("the server failed while starting; its log says why")
+        if time.monotonic() > self.deadline:
+            raise RuntimeError(f"the server did not start within {START_SECONDS} s")
+        return False
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+        self.socket.close()
 
 
 @contextlib.contextmanager
 def serving(app: FastAPI) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the server did not start")
-        time.sleep(0.05)
+    live = LiveServer(app)
+    live.start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        while not live.ready():
+            time.sleep(0.05)
+        yield live.url
     finally:
-        server.should_exit = True
-        thread.join(30)
+        live.stop()
+
+
+@contextlib.asynccontextmanager
+async def served(app: FastAPI) -> AsyncIterator[str]:
+    live = LiveServer(app)
+    live.start()
+    try:
+        while not live.ready():
+            await asyncio.sleep(0.05)
+        yield live.url
+    finally:
+        await asyncio.to_thread(live.stop)

@@ -13,7 +13,7 @@ from kizuna_notifier.main import create_app as notifier_app
 from kizuna_notifier.settings import NotifierSettings
 from tests.helpers import make_workspace
 from tests.integration.apps import running
-from tests.integration.live import serving
+from tests.integration.live import served
 
 PROMO = {
     "name": "Promo",
@@ -35,7 +35,7 @@ async def test_missing_templates_are_refused_and_scenarios_bring_theirs(
     _, _, admin = await make_workspace(engine, "shop")
     await engine.dispose()
     headers = {"Authorization": f"Bearer {admin.secret}"}
-    with serving(notifier_app(NotifierSettings(**base))) as notifier_url:
+    async with served(notifier_app(NotifierSettings(**base))) as notifier_url:
         journeys = journey_app(JourneySettings(**base, journey_notifier_url=notifier_url))
         async with running(journeys) as api:
             refused = await api.post("/v1/journeys", json=PROMO, headers=headers)

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from standardwebhooks.webhooks import Webhook
 
 from kizuna_notifier.adapters.webhooks import WebhookPoster
-from tests.integration.live import serving
+from tests.integration.live import served
 from tests.integration.notifier.conftest import NotifierApp, advance
 
 
@@ -42,7 +42,7 @@ async def test_webhook_step_is_signed_retried_and_refused_when_gone(
     secret = await app.client.get("/v1/signing-secret", headers=app.admin)
     receiver.secret = secret.json()["secret"]
     assert receiver.secret.startswith("whsec_")
-    with serving(receiver.app) as base:
+    async with served(receiver.app) as base:
         literal = app.request("w1", None, channel="webhook", url=f"{base}/hook", data={"x": 1})
         await app.deliver(literal)
         assert (await app.status(literal.id))[0] == "sent"

@@ -12,7 +12,7 @@ from kizuna.cli import app as cli
 from kizuna.envelope import utcnow
 from kizuna_segmenter.main import create_app
 from kizuna_segmenter.settings import SegmenterSettings
-from tests.integration.live import serving
+from tests.integration.live import served
 from tests.integration.segmenter.conftest import SegmenterApp
 
 pytestmark = pytest.mark.parametrize("segmenter_settings", ["postgres"], indirect=True)
@@ -30,7 +30,7 @@ async def test_reports_draw_what_the_api_says(
 
     await app.wait_until(scored)
     runner = CliRunner()
-    with serving(create_app(segmenter_settings)) as url:
+    async with served(create_app(segmenter_settings)) as url:
         grid = await asyncio.to_thread(
             runner.invoke, cli, ["report", "rfm", "--url", url, "--admin-key", app.admin_key,
                                  "--no-colour"],
