@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
 
@@ -133,6 +133,7 @@ def create_service_app(
     routers: Sequence[APIRouter] = (),
     consumers: Sequence[ConsumerFactory] = (),
     on_startup: Sequence[Callable[[FastAPI, ServiceContext], None]] = (),
+    on_shutdown: Sequence[Callable[[FastAPI], Awaitable[None]]] = (),
     background: Sequence[BackgroundTask] = (),
     description: str = "",
 ) -> FastAPI:
@@ -164,6 +165,11 @@ def create_service_app(
             if stuck:
                 log.error("background_tasks_did_not_stop", tasks=len(stuck))
             await asyncio.gather(*(runner.stop() for runner in context.runners))
+            for close in on_shutdown:
+                try:
+                    await close(app)
+                except Exception:
+                    log.exception("shutdown_hook_failed")
             await bus.close()
             await engine.dispose()
 
