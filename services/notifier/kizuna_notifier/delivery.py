@@ -13,10 +13,11 @@ that window (the batch in flight) is the only place a recipient can get a copy t
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
 from typing import Any
 
@@ -30,9 +31,11 @@ from kizuna.bus import Bus, PoisonMessage
 from kizuna.envelope import Envelope, utcnow
 from kizuna.outbox import Outbox
 from kizuna_notifier.adapters import store, webhooks
+from kizuna_notifier.adapters.line import LinePusher
 from kizuna_notifier.adapters.mail import Mailer, Result
-from kizuna_notifier.domain import decisions, email
-from kizuna_notifier.domain.decisions import Fail, Hook, Mail, SendRequest, Skip
+from kizuna_notifier.domain import channels as channel_settings
+from kizuna_notifier.domain import decisions, email, line, rate
+from kizuna_notifier.domain.decisions import Fail, Hook, Mail, Push, SendRequest, Skip
 from kizuna_notifier.settings import NotifierSettings
 
 log = structlog.get_logger(__name__)
@@ -89,6 +92,9 @@ def outcome(
     )
 
 
+Job = tuple[SendRequest, dict[str, Any], Callable[[], Awaitable[Result]]]
+
+
 @dataclass
 class Delivery:
     engine: AsyncEngine
@@ -97,13 +103,14 @@ class Delivery:
     settings: NotifierSettings
     outbox: Outbox
     poster: webhooks.WebhookPoster = field(default_factory=webhooks.WebhookPoster)
+    pusher: LinePusher | None = None
     clock: Callable[[], datetime] = utcnow
     links: Links = field(init=False)
 
     def __post_init__(self) -> None:
         self.links = Links(self.settings)
-        name, address = parseaddr(self.settings.notifier_from)
-        self.sender = (name or "Kizuna", address or "no-reply@kizuna.localhost")
+        if self.pusher is None:
+            self.pusher = LinePusher(self.settings.notifier_line_api_url)
 
     async def handle(self, events: Sequence[Envelope]) -> None:
         by_workspace: dict[str, list[SendRequest]] = {}
@@ -123,7 +130,7 @@ class Delivery:
         self, workspace_id: str, requests: Sequence[SendRequest], attempts: dict[str, int]
     ) -> None:
         now = self.clock()
-        mails: list[tuple[SendRequest, Mail | Hook, dict[str, str]]] = []
+        chosen: list[tuple[SendRequest, Mail | Push | Hook, dict[str, str]]] = []
         async with self.engine.begin() as conn:
             if not attempts:
                 claimed = await store.claim(
@@ -137,102 +144,181 @@ class Delivery:
             found = await store.templates_of(
                 conn, workspace_id, [r.template for r in requests if r.template]
             )
+            channels = await store.channel_configs(conn, workspace_id)
             settled: list[dict[str, Any]] = []
             outcomes: list[Envelope] = []
+            consent_of: dict[str, dict[str, str]] = {}
+            for (customer, channel), status in consent_rows.items():
+                consent_of.setdefault(customer, {})[channel] = status
             for request in requests:
                 links = self.links.for_send(workspace_id, request.customer_id, request.send_id)
-                consent_here = {
-                    channel: status
-                    for (customer, channel), status in consent_rows.items()
-                    if customer == request.customer_id
-                }
                 decision = decisions.decide(
                     request,
-                    consent_here,
+                    consent_of.get(request.customer_id, {}),
                     found.get(request.template or ""),
                     {k: v for k, v in links.items() if k != "one_click_url"},
                     {"id": workspace_id},
                 )
-                if isinstance(decision, Skip):
+                if isinstance(decision, Push) and not channels.get("line", {}).get("access_token"):
+                    decision = Fail("no LINE channel access token (PUT /v1/channels/line)")
+                if isinstance(decision, Skip | Fail):
+                    skipped = isinstance(decision, Skip)
+                    status = "skipped" if skipped else "failed"
+                    kind = "suppressed" if skipped else "failed"
                     settled.append(
                         {
                             "send_id": request.send_id,
-                            "status": "skipped",
+                            "status": status,
                             "reason": decision.reason,
                             "message_id": None,
                             "recipient": None,
                         }
                     )
                     outcomes.append(
-                        outcome("suppressed", workspace_id, request, now, reason=decision.reason)
-                    )
-                elif isinstance(decision, Fail):
-                    settled.append(
-                        {
-                            "send_id": request.send_id,
-                            "status": "failed",
-                            "reason": decision.reason,
-                            "message_id": None,
-                            "recipient": None,
-                        }
-                    )
-                    outcomes.append(
-                        outcome("failed", workspace_id, request, now, reason=decision.reason)
+                        outcome(kind, workspace_id, request, now, reason=decision.reason)
                     )
                 else:
-                    mails.append((request, decision, links))
+                    chosen.append((request, decision, links))
             await store.finish(conn, workspace_id, settled)
             await self.outbox.add(conn, topics.DELIVERY_OUTCOMES, outcomes)
         if outcomes:
             self.outbox.pending.set()
-        if mails:
-            await self._send(workspace_id, mails, attempts)
+        if chosen:
+            jobs = await self._jobs(workspace_id, chosen, channels)
+            await self._send(workspace_id, jobs, channels, attempts)
 
-    async def _send(
+    async def _jobs(
         self,
         workspace_id: str,
-        mails: list[tuple[SendRequest, Mail | Hook, dict[str, str]]],
-        attempts: dict[str, int],
-    ) -> None:
+        chosen: list[tuple[SendRequest, Mail | Push | Hook, dict[str, str]]],
+        channels: dict[str, dict[str, Any]],
+    ) -> list[Job]:
         secret = self.settings.secret_key.get_secret_value()
-        domain = self.sender[1].rpartition("@")[2] or "kizuna.localhost"
-        jobs: list[tuple[SendRequest, dict[str, Any], Awaitable[Result]]] = []
+        name, address = parseaddr(
+            channels.get("email", {}).get("from") or self.settings.notifier_from
+        )
+        sender = (name or "Kizuna", address or "no-reply@kizuna.localhost")
+        domain = sender[1].rpartition("@")[2] or "kizuna.localhost"
+        jobs: list[Job] = []
         signing_secret = None
-        for request, decision, links in mails:
+        for request, decision, links in chosen:
             if isinstance(decision, Hook):
                 if signing_secret is None:
                     async with self.engine.begin() as conn:
                         signing_secret = await store.signing_secret(conn, workspace_id)
-                body = orjson.dumps(decision.body).decode()
-                # the signature's time is the receiver's replay guard: real time, not the clock
-                headers = webhooks.signed_headers(signing_secret, request.send_id, utcnow(), body)
-                row = {"message_id": request.send_id, "recipient": decision.url}
-                jobs.append((request, row, self.poster.post(decision.url, body, headers)))
-                continue
-            marketing = request.category == "marketing"
-            tracking = email.Tracking(
-                self.settings.notifier_tracking_url.rstrip("/"),
-                secret,
-                workspace_id,
-                request.customer_id,
-            )
-            message = email.build(
-                decision.parts,
-                email.Envelope(self.sender[0], self.sender[1], decision.recipient, domain),
-                request.send_id,
-                marketing=marketing,
-                tracking=tracking if marketing else None,
-                unsubscribe_url=links["unsubscribe_url"],
-                one_click_url=links["one_click_url"],
-            )
-            row = {"message_id": message["Message-ID"], "recipient": decision.recipient}
-            jobs.append((request, row, self.mailer.send(workspace_id, request.send_id, message)))
-        results = await asyncio.gather(*(job for _, _, job in jobs))
+                jobs.append(
+                    (
+                        request,
+                        {"message_id": request.send_id, "recipient": decision.url},
+                        functools.partial(self._post, signing_secret, request, decision),
+                    )
+                )
+            elif isinstance(decision, Push):
+                assert self.pusher is not None
+                key = line.retry_key(request.send_id)
+                jobs.append(
+                    (
+                        request,
+                        {"message_id": key, "recipient": decision.recipient},
+                        functools.partial(
+                            self.pusher.push,
+                            str(channels["line"]["access_token"]),
+                            decision.recipient,
+                            decision.messages,
+                            key,
+                        ),
+                    )
+                )
+            else:
+                marketing = request.category == "marketing"
+                tracking = email.Tracking(
+                    self.settings.notifier_tracking_url.rstrip("/"),
+                    secret,
+                    workspace_id,
+                    request.customer_id,
+                )
+                message = email.build(
+                    decision.parts,
+                    email.Envelope(sender[0], sender[1], decision.recipient, domain),
+                    request.send_id,
+                    marketing=marketing,
+                    tracking=tracking if marketing else None,
+                    unsubscribe_url=links["unsubscribe_url"],
+                    one_click_url=links["one_click_url"],
+                )
+                jobs.append(
+                    (
+                        request,
+                        {"message_id": message["Message-ID"], "recipient": decision.recipient},
+                        functools.partial(self.mailer.send, workspace_id, request.send_id, message),
+                    )
+                )
+        return jobs
+
+    async def _post(self, signing_secret: str, request: SendRequest, hook: Hook) -> Result:
+        body = orjson.dumps(hook.body).decode()
+        # the signature's time is the receiver's replay guard: real time, not the clock
+        headers = webhooks.signed_headers(signing_secret, request.send_id, utcnow(), body)
+        return await self.poster.post(hook.url, body, headers)
+
+    async def _send(
+        self,
+        workspace_id: str,
+        jobs: list[Job],
+        channels: dict[str, dict[str, Any]],
+        attempts: dict[str, int],
+    ) -> None:
+        """Each job waits its turn under the workspace's rate limit for its channel; the ones
+        whose turn is too far off are parked in the ledger until then."""
+        now = self.clock().timestamp()
+        by_channel: dict[str, list[int]] = {}
+        for index, (request, _, _) in enumerate(jobs):
+            by_channel.setdefault(request.channel, []).append(index)
+        delays: dict[int, float] = {}
+        parked: dict[int, datetime] = {}
+        async with self.engine.begin() as conn:
+            for channel, indexes in sorted(by_channel.items()):
+                per_second, burst = channel_settings.rate(
+                    channels.get(channel, {}), self._default_rate(channel)
+                )
+                admission = await store.reserve(
+                    conn,
+                    workspace_id,
+                    channel,
+                    functools.partial(
+                        rate.admit,
+                        now=now,
+                        per_second=per_second,
+                        burst=burst,
+                        wanted=len(indexes),
+                        max_wait=self.settings.notifier_rate_max_wait_seconds,
+                    ),
+                )
+                delays.update(zip(indexes, admission.delays, strict=False))
+                if admission.resume_at is not None:
+                    resume = datetime.fromtimestamp(admission.resume_at, UTC)
+                    parked.update((i, resume) for i in indexes[len(admission.delays) :])
+
+        async def run(index: int) -> Result:
+            if index in parked:
+                return Result("deferred", "waiting for the rate limit", parked[index])
+            if delays[index] > 0:
+                await asyncio.sleep(delays[index])
+            return await jobs[index][2]()
+
+        results = await asyncio.gather(*(run(i) for i in range(len(jobs))))
         await self._settle(
             workspace_id,
             [(r, row, result) for (r, row, _), result in zip(jobs, results, strict=True)],
             attempts,
         )
+
+    def _default_rate(self, channel: str) -> float:
+        if channel == "line":
+            return self.settings.notifier_line_per_second
+        if channel == "webhook":
+            return self.settings.notifier_webhook_per_second
+        return self.settings.notifier_email_per_second
 
     async def _settle(
         self,
@@ -251,7 +337,16 @@ class Delivery:
                     "tried": 1,
                 }
                 tried = attempts.get(request.send_id, 0) + 1
-                if result.verdict == "sent":
+                if result.verdict == "deferred":
+                    finished.append(
+                        {
+                            **row,
+                            "status": "retrying",
+                            "tried": 0,
+                            "next_attempt_at": result.retry_at,
+                        }
+                    )
+                elif result.verdict == "sent":
                     finished.append({**row, "status": "sent"})
                     outcomes.append(
                         outcome(
@@ -266,7 +361,7 @@ class Delivery:
                             workspace_id,
                             request,
                             now,
-                            bounce_type="hard",
+                            bounce_type="hard" if request.channel == "email" else "unreachable",
                             reason=result.detail,
                         )
                     )
@@ -290,6 +385,12 @@ class Delivery:
         if outcomes:
             self.outbox.pending.set()
 
+    async def close(self) -> None:
+        await self.mailer.close()
+        await self.poster.close()
+        if self.pusher is not None:
+            await self.pusher.close()
+
     async def _suppress(
         self, conn: AsyncConnection, workspace_id: str, request: SendRequest, now: datetime
     ) -> None:
@@ -298,7 +399,12 @@ class Delivery:
             conn,
             workspace_id,
             request.customer_id,
-            consent.Statement("email", "suppressed", "hard_bounce", stamp),
+            consent.Statement(
+                request.channel,
+                "suppressed",
+                "hard_bounce" if request.channel == "email" else "unreachable",
+                stamp,
+            ),
         )
 
     async def publish_outbox(self) -> int:

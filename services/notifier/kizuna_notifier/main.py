@@ -2,7 +2,7 @@ from fastapi import FastAPI
 
 from kizuna.outbox import Outbox
 from kizuna.service import ServiceContext, create_service_app
-from kizuna_notifier import mailbox_api, runtime, templates_api, unsubscribe
+from kizuna_notifier import channels_api, mailbox_api, runtime, templates_api, unsubscribe
 from kizuna_notifier.adapters.mail import MailboxMailer, Mailer, SmtpMailer
 from kizuna_notifier.adapters.webhooks import WebhookPoster, parse_networks
 from kizuna_notifier.delivery import Delivery
@@ -33,13 +33,24 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
             WebhookPoster(parse_networks(settings.notifier_webhook_allowed_networks)),
         )
 
+    async def stop(stopped: FastAPI) -> None:
+        delivery: Delivery = stopped.state.delivery
+        await delivery.close()
+
     app = create_service_app(
         "notifier",
         settings,
-        routers=[templates_api.router, mailbox_api.router, mailbox_api.secrets, unsubscribe.router],
+        routers=[
+            templates_api.router,
+            channels_api.router,
+            mailbox_api.router,
+            mailbox_api.secrets,
+            unsubscribe.router,
+        ],
         consumers=runtime.consumers(current),
         background=runtime.background(current),
         on_startup=[start],
+        on_shutdown=[stop],
         description="Templates and delivery by email, LINE and webhook.",
     )
     return app

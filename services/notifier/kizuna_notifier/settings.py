@@ -35,6 +35,28 @@ class NotifierSettings(KizunaSettings):
         default=60, gt=0, description="First wait before a 4xx-refused mail is tried again."
     )
 
+    notifier_line_api_url: str = Field(
+        default="https://api.line.me", description="Base URL of the LINE Messaging API."
+    )
+    notifier_email_per_second: float = Field(
+        default=200,
+        gt=0,
+        description="Emails a workspace may send per second, unless its"
+        " channel settings say otherwise (PUT /v1/channels/email).",
+    )
+    notifier_line_per_second: float = Field(
+        default=1000, gt=0, description="LINE pushes per second per workspace (LINE allows 2,000)."
+    )
+    notifier_webhook_per_second: float = Field(
+        default=100, gt=0, description="Webhook-step posts per second per workspace."
+    )
+    notifier_rate_max_wait_seconds: float = Field(
+        default=5,
+        ge=0,
+        description="Sends that would wait longer for their rate limit are"
+        " parked in the sends ledger and sent when their turn comes.",
+    )
+
 
 @lru_cache
 def get_settings() -> NotifierSettings:

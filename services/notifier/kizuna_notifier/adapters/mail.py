@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
+from datetime import datetime
 from email.message import EmailMessage
 from typing import Literal, Protocol
 from urllib.parse import unquote, urlsplit
@@ -14,13 +15,14 @@ import aiosmtplib
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-Verdict = Literal["sent", "bounced", "retry", "failed"]
+Verdict = Literal["sent", "bounced", "retry", "failed", "deferred"]
 
 
 @dataclass(frozen=True)
 class Result:
     verdict: Verdict
     detail: str = ""
+    retry_at: datetime | None = None  # deferred: when the rate limit lets it go
 
 
 class Mailer(Protocol):

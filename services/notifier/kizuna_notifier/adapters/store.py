@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import base64
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -15,7 +15,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kizuna.consent import Statement
+from kizuna_notifier.domain.rate import Admission
 from kizuna_notifier.domain.templates import TemplateBody
+
+RETRY_LEASE_SECONDS = 600  # a retry taken by a process that then dies is due again after this
 
 
 @dataclass(frozen=True)
@@ -127,12 +130,12 @@ async def templates_of(
 async def due_retries(conn: AsyncConnection, now: datetime, limit: int) -> list[Any]:
     rows = await conn.execute(
         sa.text(
-            "UPDATE nt_sends SET status = 'sending', updated_at = now() WHERE (workspace_id,"
+            "UPDATE nt_sends SET next_attempt_at = :lease, updated_at = now() WHERE (workspace_id,"
             " send_id) IN (SELECT workspace_id, send_id FROM nt_sends WHERE status = 'retrying'"
             " AND next_attempt_at <= :now ORDER BY next_attempt_at LIMIT :n"
             " FOR UPDATE SKIP LOCKED) RETURNING workspace_id, send_id, attempts, request"
         ),
-        {"now": now, "n": limit},
+        {"now": now, "n": limit, "lease": now + timedelta(seconds=RETRY_LEASE_SECONDS)},
     )
     return list(rows.all())
 
@@ -152,3 +155,60 @@ async def signing_secret(conn: AsyncConnection, workspace_id: str) -> str:
         {"ws": workspace_id},
     )
     return secret
+
+
+async def channel_configs(conn: AsyncConnection, workspace_id: str) -> dict[str, dict[str, Any]]:
+    rows = await conn.execute(
+        sa.text("SELECT channel, config FROM nt_channels WHERE workspace_id = :ws"),
+        {"ws": workspace_id},
+    )
+    return {row.channel: dict(row.config) for row in rows.all()}
+
+
+async def save_channel(
+    conn: AsyncConnection, workspace_id: str, channel: str, config: dict[str, Any]
+) -> None:
+    await conn.execute(
+        sa.text(
+            "INSERT INTO nt_channels (workspace_id, channel, config)"
+            " VALUES (:ws, :ch, CAST(:config AS jsonb)) ON CONFLICT (workspace_id, channel)"
+            " DO UPDATE SET config = excluded.config, updated_at = now()"
+        ),
+        {"ws": workspace_id, "ch": channel, "config": orjson.dumps(config).decode()},
+    )
+
+
+async def forget_channel(conn: AsyncConnection, workspace_id: str, channel: str) -> bool:
+    result = await conn.execute(
+        sa.text("DELETE FROM nt_channels WHERE workspace_id = :ws AND channel = :ch"),
+        {"ws": workspace_id, "ch": channel},
+    )
+    return bool(result.rowcount)
+
+
+async def reserve(
+    conn: AsyncConnection,
+    workspace_id: str,
+    channel: str,
+    plan: Callable[[float], Admission],
+) -> Admission:
+    """Runs ``plan`` on the bucket's stored time under a row lock, so replicas share one limit."""
+    await conn.execute(
+        sa.text(
+            "INSERT INTO nt_rate_buckets (workspace_id, channel, tat) VALUES (:ws, :ch, 0)"
+            " ON CONFLICT DO NOTHING"
+        ),
+        {"ws": workspace_id, "ch": channel},
+    )
+    tat = await conn.scalar(
+        sa.text(
+            "SELECT tat FROM nt_rate_buckets WHERE workspace_id = :ws AND channel = :ch FOR UPDATE"
+        ),
+        {"ws": workspace_id, "ch": channel},
+    )
+    admission = plan(float(tat or 0))
+    await conn.execute(
+        sa.text("UPDATE nt_rate_buckets SET tat = :tat WHERE workspace_id = :ws AND channel = :ch"),
+        {"ws": workspace_id, "ch": channel, "tat": admission.tat},
+    )
+    return admission

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kizuna_notifier.domain import templates
+from kizuna_notifier.domain import line, templates
 from kizuna_notifier.domain.templates import Parts, TemplateBody
 
 WELL_KNOWN = (
@@ -62,12 +62,21 @@ class Mail:
 
 
 @dataclass(frozen=True)
+class Push:
+    """A LINE push: rendered message objects for the customer's LINE user id."""
+
+    messages: list[dict[str, Any]]
+    recipient: str
+    topic: str | None
+
+
+@dataclass(frozen=True)
 class Hook:
     url: str
     body: Any
 
 
-Decision = Skip | Fail | Mail | Hook
+Decision = Skip | Fail | Mail | Push | Hook
 
 
 def customer_variables(request: SendRequest) -> dict[str, Any]:
@@ -89,20 +98,22 @@ def decide(
     """``consent``: channel → granted, revoked or suppressed, for this customer."""
     if request.channel == "webhook":
         return _hook(request, consent, template, workspace)
-    if request.channel != "email":
+    if request.channel not in ("email", "line"):
         return Fail(f"the {request.channel} channel is not delivered yet")
-    stated = consent.get("email")
+    stated = consent.get(request.channel)
     if stated == "suppressed":
         return Skip("suppressed")
     if stated == "revoked":
         return Skip("consent")
     if template is None:
         return Fail(f"no template {request.template!r}")
-    if template.topic and consent.get(f"email/{template.topic}") == "revoked":
+    if template.channel != request.channel:
+        return Fail(f"template {request.template!r} is a {template.channel} template")
+    if template.topic and consent.get(f"{request.channel}/{template.topic}") == "revoked":
         return Skip(f"unsubscribed from {template.topic}")
     customer = customer_variables(request)
-    recipient = customer.get("email")
-    if not isinstance(recipient, str) or "@" not in recipient:
+    recipient = customer.get("email" if request.channel == "email" else "lineUserId")
+    if not isinstance(recipient, str) or (request.channel == "email" and "@" not in recipient):
         return Skip("no_address")
     context = {
         "customer": customer,
@@ -121,6 +132,11 @@ def decide(
         parts = templates.render(template, context, locale if isinstance(locale, str) else None)
     except templates.RenderFailed as error:
         return Fail(f"render: {error.part}: {error.reason}")
+    if request.channel == "line":
+        messages = line.messages(parts)
+        if not messages:
+            return Fail(f"template {request.template!r} has no LINE message or text")
+        return Push(messages, recipient, template.topic)
     return Mail(parts, recipient, template.topic)
 
 
