@@ -12,10 +12,18 @@ from kizuna import topics
 from kizuna.bus import BusMessage, ConsumerRunner, Decoded
 from kizuna.envelope import Envelope
 from kizuna.service import BackgroundTask, ConsumerFactory, ServiceContext, consumer_runner
+from kizuna_notifier.adapters import integration_store
 from kizuna_notifier.delivery import Delivery
+from kizuna_notifier.integrations import Dispatcher
 
 OUTBOX_LOCK = 0x4E544659
 RETRY_POLL_SECONDS = 5.0
+INTEGRATION_TOPICS = [
+    topics.RESOLVED_EVENTS,
+    topics.CUSTOMER_LIFECYCLE,
+    topics.SEGMENT_CHANGES,
+    topics.DELIVERY_OUTCOMES,
+]
 log = structlog.get_logger(__name__)
 
 
@@ -26,7 +34,7 @@ def decode(message: BusMessage) -> Envelope:
 Current = Callable[[], Delivery]
 
 
-def consumers(current: Current) -> list[ConsumerFactory]:
+def consumers(current: Current, dispatcher: Callable[[], Dispatcher]) -> list[ConsumerFactory]:
     def sends(context: ServiceContext) -> ConsumerRunner[Envelope]:
         async def handle(batch: Sequence[Decoded[Envelope]]) -> None:
             await current().handle([item.value for item in batch])
@@ -49,7 +57,13 @@ def consumers(current: Current) -> list[ConsumerFactory]:
             context, "notifier-lifecycle", [topics.CUSTOMER_LIFECYCLE], decode, handle
         )
 
-    return [sends, consent, lifecycle]
+    def integrations(context: ServiceContext) -> ConsumerRunner[Envelope]:
+        async def handle(batch: Sequence[Decoded[Envelope]]) -> None:
+            await dispatcher().record([item.value for item in batch])
+
+        return consumer_runner(context, "notifier-integrations", INTEGRATION_TOPICS, decode, handle)
+
+    return [sends, consent, lifecycle, integrations]
 
 
 async def forget_erased(delivery: Delivery, events: Sequence[Envelope]) -> None:
@@ -62,6 +76,7 @@ async def forget_erased(delivery: Delivery, events: Sequence[Envelope]) -> None:
                     str(payload.get("customer_id")),
                     *map(str, payload.get("absorbed_ids") or []),
                 ]
+                await integration_store.forget_customers(conn, event.workspace_id, ids)
                 for table in ("nt_consent", "nt_sends"):
                     await conn.execute(
                         sa.text(
@@ -91,7 +106,7 @@ async def forget_erased(delivery: Delivery, events: Sequence[Envelope]) -> None:
                 )
 
 
-def background(current: Current) -> list[BackgroundTask]:
+def background(current: Current, dispatcher: Callable[[], Dispatcher]) -> list[BackgroundTask]:
     async def outbox(_: ServiceContext) -> None:
         delivery = current()
         await delivery.outbox.run_forever(delivery.engine, delivery.bus)
@@ -104,4 +119,10 @@ def background(current: Current) -> list[BackgroundTask]:
                 log.exception("notifier_retries_failed")
             await asyncio.sleep(RETRY_POLL_SECONDS)
 
-    return [outbox, retries]
+    async def webhooks(_: ServiceContext) -> None:
+        await dispatcher().run_forever()
+
+    async def webhook_tidy(_: ServiceContext) -> None:
+        await dispatcher().tidy_forever()
+
+    return [outbox, retries, webhooks, webhook_tidy]

@@ -57,6 +57,29 @@ class NotifierSettings(KizunaSettings):
         " parked in the sends ledger and sent when their turn comes.",
     )
 
+    notifier_webhook_batch_size: int = Field(
+        default=500, ge=1, le=10_000, description="Integration webhook deliveries per round."
+    )
+    notifier_webhook_connections: int = Field(
+        default=100, ge=1, le=1000, description="Concurrent webhook posts per notifier process."
+    )
+    notifier_webhook_lease_seconds: float = Field(
+        default=120,
+        gt=0,
+        description="A delivery taken by a process that dies is due again after this.",
+    )
+    notifier_webhook_disable_after_hours: float = Field(
+        default=120,
+        gt=0,
+        description="An endpoint without a successful delivery for this long"
+        " (while failing) is disabled.",
+    )
+    notifier_webhook_retention_days: int = Field(
+        default=30,
+        ge=1,
+        description="Webhook messages and attempts are kept this long, for replay.",
+    )
+
 
 @lru_cache
 def get_settings() -> NotifierSettings:

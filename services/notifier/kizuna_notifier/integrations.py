@@ -1,0 +1,203 @@
+"""Integration webhooks: Kizuna's events kept as messages for the workspace's endpoints, then
+delivered, signed, retried and dead-lettered (docs/webhooks.md).
+
+The consumer only records (one transaction per batch); the dispatcher takes due deliveries
+under a lease, posts them concurrently and settles a whole round in one transaction. A
+delivery answered 2xx and settled is never attempted again; one answered 2xx whose settling
+was cut short by a crash is attempted again after its lease, with the same ``webhook-id``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from kizuna.aio import wait_event
+from kizuna.envelope import Envelope, utcnow
+from kizuna_notifier.adapters import integration_store as store
+from kizuna_notifier.adapters.webhooks import Attempt, WebhookPoster, signed_headers
+from kizuna_notifier.domain import endpoints, integrations
+from kizuna_notifier.settings import NotifierSettings
+
+log = structlog.get_logger(__name__)
+DISABLED = "webhook.endpoint.disabled"
+
+
+@dataclass
+class Dispatcher:
+    engine: AsyncEngine
+    poster: WebhookPoster
+    settings: NotifierSettings
+    clock: Callable[[], datetime] = utcnow
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    in_flight: asyncio.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.in_flight = asyncio.Semaphore(self.settings.notifier_webhook_connections)
+
+    async def record(self, events: Sequence[Envelope]) -> int:
+        """Keeps the webhook messages these events stand for and makes a delivery for every
+        enabled endpoint subscribed to each. Returns how many deliveries were made."""
+        candidates = [
+            (event.workspace_id, message)
+            for event in events
+            if (message := integrations.message_for(event)) is not None
+        ]
+        if not candidates:
+            return 0
+        async with self.engine.begin() as conn:
+            found = await store.endpoints_of(conn, {w for w, _ in candidates})
+            if not found:
+                return 0
+            by_workspace: dict[str, list[Any]] = {}
+            for row in found:
+                by_workspace.setdefault(row.workspace_id, []).append(row)
+            kept = [(w, m) for w, m in candidates if w in by_workspace]
+            deliveries = [
+                (workspace_id, row.id, message.id)
+                for workspace_id, message in kept
+                for row in by_workspace[workspace_id]
+                if row.enabled and integrations.subscribed(row.event_types, message.type)
+            ]
+            await store.record(conn, kept, deliveries, self.clock())
+        if deliveries:
+            self.wakeup.set()
+        return len(deliveries)
+
+    async def dispatch_due(self) -> int:
+        """One round: the due deliveries, posted concurrently. Returns how many were tried."""
+        now = self.clock()
+        lease = now + timedelta(seconds=self.settings.notifier_webhook_lease_seconds)
+        async with self.engine.begin() as conn:
+            due = await store.claim_due(conn, now, lease, self.settings.notifier_webhook_batch_size)
+        if not due:
+            return 0
+        answers = await asyncio.gather(*(self._attempt(row) for row in due))
+        await self._settle(due, answers)
+        return len(due)
+
+    async def _attempt(self, row: Any) -> Attempt:
+        keys = [s["secret"] for s in endpoints.active(row.secrets, self.clock())]
+        # the signature's time is the receiver's replay guard: real time, not the clock
+        async with self.in_flight:
+            headers = signed_headers(keys, row.message_id, utcnow(), row.body)
+            return await self.poster.attempt(row.url, row.body, headers)
+
+    async def _settle(self, due: Sequence[Any], answers: Sequence[Attempt]) -> None:
+        now = self.clock()
+        attempts, outcomes = [], []
+        succeeded: set[str] = set()
+        failed: set[str] = set()
+        gone: dict[str, Any] = {}
+        for row, answer in zip(due, answers, strict=True):
+            attempts.append(
+                {
+                    "endpoint_id": row.endpoint_id,
+                    "message_id": row.message_id,
+                    "attempted_at": now,
+                    "status_code": answer.status,
+                    "latency_ms": answer.latency_ms,
+                    "response": answer.response,
+                    "error": answer.error,
+                }
+            )
+            status, next_at = self._verdict(row, answer, now)
+            if status == "succeeded":
+                succeeded.add(row.endpoint_id)
+            else:
+                failed.add(row.endpoint_id)
+            if answer.status == 410:
+                gone[row.endpoint_id] = row
+            outcomes.append(
+                {
+                    "endpoint_id": row.endpoint_id,
+                    "message_id": row.message_id,
+                    "status": status,
+                    "next_attempt_at": next_at,
+                    "last_status": answer.status,
+                    "last_error": answer.error,
+                }
+            )
+        async with self.engine.begin() as conn:
+            await store.settle(conn, attempts, outcomes)
+            await store.mark_health(conn, succeeded, failed, now)
+            for endpoint_id, row in gone.items():
+                await self._disable(conn, row.workspace_id, endpoint_id, row.url, "410 Gone", now)
+            hours = self.settings.notifier_webhook_disable_after_hours
+            limit = now - timedelta(hours=hours)
+            for endpoint in await store.failing_too_long(conn, failed - set(gone), limit):
+                await self._disable(
+                    conn,
+                    endpoint.workspace_id,
+                    endpoint.id,
+                    endpoint.url,
+                    f"no successful delivery for {hours:g} h",
+                    now,
+                )
+
+    def _verdict(self, row: Any, answer: Attempt, now: datetime) -> tuple[str, datetime | None]:
+        if answer.status is not None and 200 <= answer.status < 300:
+            return "succeeded", None
+        if answer.status == 410:
+            return "dead", None
+        failures = row.attempts + 1
+        next_at = integrations.next_attempt(
+            failures,
+            now,
+            integrations.parse_retry_after(answer.retry_after, now),
+            integrations.jitter(row.message_id, row.endpoint_id, failures),
+        )
+        return ("pending", next_at) if next_at is not None else ("dead", None)
+
+    async def _disable(
+        self, conn: Any, workspace_id: str, endpoint_id: str, url: str, reason: str, now: datetime
+    ) -> None:
+        if not await store.disable(conn, endpoint_id, reason, now):
+            return
+        log.warning("webhook_endpoint_disabled", endpoint=endpoint_id, reason=reason)
+        message = integrations.build(
+            workspace_id,
+            f"disabled:{endpoint_id}:{now.isoformat()}",
+            DISABLED,
+            now,
+            {
+                "endpoint_id": endpoint_id,
+                "url": url,
+                "reason": reason,
+                "disabled_at": now.isoformat(),
+            },
+        )
+        others = [
+            (workspace_id, row.id, message.id)
+            for row in await store.endpoints_of(conn, [workspace_id])
+            if row.enabled
+            and row.id != endpoint_id
+            and integrations.subscribed(row.event_types, DISABLED)
+        ]
+        await store.record(conn, [(workspace_id, message)], others, now)
+
+    async def run_forever(self) -> None:
+        while True:
+            self.wakeup.clear()
+            try:
+                tried = await self.dispatch_due()
+            except Exception:
+                log.exception("webhook_dispatch_failed")
+                tried = 0
+            if not tried:
+                await wait_event(self.wakeup, 1.0)
+
+    async def tidy_forever(self) -> None:
+        while True:
+            await asyncio.sleep(3600)
+            before = self.clock() - timedelta(days=self.settings.notifier_webhook_retention_days)
+            try:
+                async with self.engine.begin() as conn:
+                    await store.prune_messages(conn, before)
+            except Exception:
+                log.exception("webhook_tidy_failed")
