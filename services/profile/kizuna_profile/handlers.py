@@ -19,10 +19,12 @@ from kizuna_profile.domain.identity import (
     explicit_customer_id,
     identifiers_of,
     lookup_keys,
+    names_a_person,
 )
 from kizuna_profile.domain.resolution import EventRefs, KnownCustomer, NewCustomerId, Plan, plan
 
 MERGED = "customer.merged"
+CREATED = "customer.created"
 
 
 @dataclass
@@ -54,6 +56,25 @@ def merged_event(workspace_id: str, absorbed: str, survivor: str, cause: str) ->
     )
 
 
+def created_event(
+    workspace_id: str, customer_id: str, cause: Envelope, identifiers: Sequence[Identifier]
+) -> Envelope:
+    """A new customer record, made by the event ``cause``. Carries no personal data."""
+    return Envelope.new(
+        CREATED,
+        workspace_id,
+        customer_id,
+        {
+            "customer_id": customer_id,
+            "first_seen_at": cause.occurred_at.isoformat(),
+            "cause_event_id": cause.id,
+            "known": names_a_person(identifiers),
+        },
+        occurred_at=cause.occurred_at,
+        event_id=f"created:{customer_id}",
+    )
+
+
 def new_customer_id(workspace_id: str) -> NewCustomerId:
     def make(identifiers: list[Identifier], cause: str) -> str:
         first = identifiers[0] if identifiers else Identifier("anonymous_id", "")
@@ -61,6 +82,23 @@ def new_customer_id(workspace_id: str) -> NewCustomerId:
         return "c_" + hashlib.sha256(seed).hexdigest()[:24]
 
     return make
+
+
+def created_again(
+    workspace_id: str, events: list[Envelope], stored: dict[str, str]
+) -> list[Envelope]:
+    """``customer.created`` again for each stored event that created the customer it belongs to
+    now (a redelivery after a crash may have lost the first). A customer's id is named after the
+    event that created it, so this needs no query; a customer merged away is not announced."""
+    name = new_customer_id(workspace_id)
+    again = []
+    for event in events:
+        customer = stored.get(event.id)
+        if customer is not None:
+            identifiers = identifiers_of(event)
+            if name(identifiers, event.id) == customer:
+                again.append(created_event(workspace_id, customer, event, identifiers))
+    return again
 
 
 async def process(conn: AsyncConnection, events: Sequence[Envelope]) -> Outcome:
@@ -81,6 +119,7 @@ async def _process_workspace(
     if stored:
         outcome.duplicates += len(stored)
         outcome.resolved.extend(resolved_form(e, stored[e.id]) for e in events if e.id in stored)
+        outcome.lifecycle.extend(created_again(workspace_id, events, stored))
         for absorbed, survivor, cause in await store.merges_caused_by(
             conn, workspace_id, list(stored)
         ):
@@ -143,6 +182,10 @@ async def _process_workspace(
     await store.refresh_order_facts(
         conn, workspace_id, {c for _, c in facts} | set(result.absorbed_into)
     )
+    for customer, first in sorted(result.created_by.items()):
+        outcome.lifecycle.append(
+            created_event(workspace_id, customer, fresh[first], refs[first].identifiers)
+        )
     for absorbed, (survivor, cause) in sorted(result.merges.items()):
         outcome.lifecycle.append(merged_event(workspace_id, absorbed, survivor, cause))
     outcome.stored += len(assigned)

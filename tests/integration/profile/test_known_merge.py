@@ -209,8 +209,13 @@ async def test_two_known_customers_merge_into_one_with_everything(
     }
     assert body["suppression"] == {}
 
-    # customer.merged on the lifecycle topic, once, for the absorbed customer
-    on_bus = await profiles.topic(topics.CUSTOMER_LIFECYCLE, 1)
+    # customer.merged on the lifecycle topic, once, for the absorbed customer; the linking
+    # event created nobody (customer.created came only with each history's first event)
+    lifecycle = await profiles.topic(topics.CUSTOMER_LIFECYCLE, 3)
+    assert sorted(e.id for e in lifecycle if e.type == "customer.created") == sorted(
+        [f"created:{a}", f"created:{b}"]
+    )
+    on_bus = [e for e in lifecycle if e.type == "customer.merged"]
     assert [(e.id, e.type, e.customer_key) for e in on_bus] == [
         (f"merged:{absorbed}", "customer.merged", survivor)
     ]
@@ -232,8 +237,14 @@ async def test_two_known_customers_merge_into_one_with_everything(
     for reference in (survivor, "u-a", "u-b", absorbed):
         assert await get(api, f"/v1/customers/{reference}") == body, reference
     assert await timeline_ids(api, survivor) == timeline
-    republished = await profiles.topic(topics.CUSTOMER_LIFECYCLE, 3)
-    assert {e.id for e in republished} == {f"merged:{absorbed}"}, "never a second merge"
+    republished = await profiles.topic(topics.CUSTOMER_LIFECYCLE, 4)
+    assert {e.id for e in republished if e.type == "customer.merged"} == {f"merged:{absorbed}"}, (
+        "never a second merge"
+    )
+    assert {e.id for e in republished if e.type == "customer.created"} == {
+        f"created:{a}",
+        f"created:{b}",
+    }, "never a new customer"
 
     # later events for either userId land on the survivor
     later = await profiles.feed(
@@ -280,5 +291,6 @@ async def test_a_user_id_beats_an_older_anonymous_record(profile_api: ProfileApi
     assert body["first_seen_at"] == T0.isoformat(), "the anonymous history came along"
     assert (body["facts"]["orders_count"], body["facts"]["revenue_total"]) == (1, 700)
     assert body["facts"]["events_count"] == 4
-    on_bus = await profiles.topic(topics.CUSTOMER_LIFECYCLE, 2)
-    assert sorted(e.id for e in on_bus) == sorted([f"merged:{x}", f"merged:{b}"])
+    on_bus = await profiles.topic(topics.CUSTOMER_LIFECYCLE, 5)  # 3 created, 2 merged
+    merges = [e.id for e in on_bus if e.type == "customer.merged"]
+    assert sorted(merges) == sorted([f"merged:{x}", f"merged:{b}"])

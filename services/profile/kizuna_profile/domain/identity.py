@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any, Literal, NamedTuple
 
 from kizuna.envelope import Envelope
@@ -18,6 +19,8 @@ STRENGTH: tuple[IdentifierKind, ...] = (
     "previous_id",
 )
 _RANK = {kind: rank for rank, kind in enumerate(STRENGTH)}
+# What makes a person known rather than an anonymous visitor (``customer.created``'s ``known``).
+KNOWN_KINDS: frozenset[IdentifierKind] = frozenset({"user_id", "email", "phone"})
 # ``alias`` does not say whether its previousId was a userId or an anonymousId, so the three
 # kinds of client-chosen ids look each other up (but a userId never matches an anonymousId).
 _TWINS: dict[str, tuple[IdentifierKind, ...]] = {
@@ -86,6 +89,11 @@ def identifiers_of(event: Envelope) -> list[Identifier]:
         if previous is not None:
             found.add(Identifier("previous_id", previous))
     return sorted(found, key=lambda i: (i.strength, i.value))
+
+
+def names_a_person(identifiers: Iterable[Identifier]) -> bool:
+    """A userId, an email or a phone: more than an anonymous visitor's device ids."""
+    return any(identifier.kind in KNOWN_KINDS for identifier in identifiers)
 
 
 def lookup_keys(identifier: Identifier) -> list[Identifier]:

@@ -7,7 +7,7 @@ events arrive in, which is what makes merging order-independent."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -39,6 +39,7 @@ class Plan:
     merges: dict[str, tuple[str, str]] = field(default_factory=dict)  # absorbed → (survivor, cause)
     new_identifiers: dict[Identifier, str] = field(default_factory=dict)
     absorbed_into: dict[str, list[str]] = field(default_factory=dict)  # survivor → absorbed
+    created_by: dict[str, int] = field(default_factory=dict)  # new customer → its cause's index
 
 
 class _DisjointSet:
@@ -73,6 +74,10 @@ class _DisjointSet:
 NewCustomerId = Callable[[list[Identifier], str], str]
 
 
+def by_strength(identifiers: Iterable[Identifier]) -> list[Identifier]:
+    return sorted(identifiers, key=lambda i: (i.strength, i.value))
+
+
 def plan(
     events: Sequence[EventRefs],
     owner_of: Mapping[Identifier, str],
@@ -81,7 +86,8 @@ def plan(
 ) -> Plan:
     """``owner_of`` maps every known identifier (including alias twins) to its customer;
     ``customers`` describes every customer they name. ``new_customer_id`` names a new customer
-    from its identifiers and the smallest id of the events that created it."""
+    after the event that created it (the smallest event id of its component): from that
+    event's identifiers and id alone, so that event seen again names the same customer."""
     sets = _DisjointSet()
     in_batch = {identifier for event in events for identifier in event.identifiers}
     for index, event in enumerate(events):
@@ -105,11 +111,9 @@ def plan(
 
     result = Plan(customer_of_event=[""] * len(events))
     for root, indexes in members.items():
-        identifiers = sorted(
-            {i for index in indexes for i in events[index].identifiers},
-            key=lambda i: (i.strength, i.value),
-        )
-        cause = min(events[index].event_id for index in indexes)
+        identifiers = by_strength({i for index in indexes for i in events[index].identifiers})
+        first = min(indexes, key=lambda index: events[index].event_id)
+        cause = events[first].event_id
         found = sorted(existing.get(root, ()), key=lambda c: customers[c].survivor_rank())
         if found:
             survivor = found[0]
@@ -118,8 +122,9 @@ def plan(
             if len(found) > 1:
                 result.absorbed_into[survivor] = found[1:]
         else:
-            survivor = new_customer_id(identifiers, cause)
+            survivor = new_customer_id(by_strength(events[first].identifiers), cause)
             result.new_customers[survivor] = identifiers
+            result.created_by[survivor] = first
         for index in indexes:
             result.customer_of_event[index] = survivor
         for identifier in identifiers:
