@@ -7,6 +7,7 @@ RESOLVED_EVENTS: Final = "resolved-events"
 CUSTOMER_LIFECYCLE: Final = "customer-lifecycle"
 SEGMENT_CHANGES: Final = "segment-changes"
 SEND_REQUESTS: Final = "send-requests"
+JOURNEY_EVENTS: Final = "journey-events"
 DELIVERY_OUTCOMES: Final = "delivery-outcomes"
 DEAD_LETTER: Final = "dead-letter"
 
@@ -16,6 +17,7 @@ ALL_TOPICS: Final = (
     CUSTOMER_LIFECYCLE,
     SEGMENT_CHANGES,
     SEND_REQUESTS,
+    JOURNEY_EVENTS,
     DELIVERY_OUTCOMES,
     DEAD_LETTER,
 )

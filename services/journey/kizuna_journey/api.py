@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import datetime
 from typing import Annotated, Any
 
 import sqlalchemy as sa
@@ -348,6 +349,7 @@ async def change_status(
     allowed, target = TRANSITIONS[action]
     journeys = _journeys(request)
     now = journeys.clock()
+    cancelled = False
     async with context.engine.begin() as conn:
         status = await conn.scalar(
             sa.text(
@@ -371,23 +373,24 @@ async def change_status(
                 conn, admin.workspace_id, journey_id, now, journeys.outbox
             )
         if target == "archived":
-            await _cancel_all(conn, admin.workspace_id, journey_id)
-        return await _view(conn, admin.workspace_id, journey_id)
+            cancelled = await _cancel_all(conn, admin.workspace_id, journey_id, journeys, now)
+        view = await _view(conn, admin.workspace_id, journey_id)
+    if cancelled:
+        journeys.outbox.pending.set()
+    return view
 
 
-async def _cancel_all(conn: AsyncConnection, workspace_id: str, journey_id: str) -> None:
-    params = {"ws": workspace_id, "id": journey_id}
-    await conn.execute(
-        sa.text(
-            "UPDATE jr_runs SET status = 'cancelled', end_reason = 'archived', ended_at = now(),"
-            " due_at = NULL, waiting_for = NULL"
-            " WHERE workspace_id = :ws AND journey_id = :id AND status = 'active'"
-        ),
-        params,
+async def _cancel_all(
+    conn: AsyncConnection, workspace_id: str, journey_id: str, journeys: Journeys, now: datetime
+) -> bool:
+    cancelled = await handlers.cancel_journey_runs(
+        conn, workspace_id, journey_id, now, journeys.outbox
     )
     await conn.execute(
-        sa.text("DELETE FROM jr_schedules WHERE workspace_id = :ws AND journey_id = :id"), params
+        sa.text("DELETE FROM jr_schedules WHERE workspace_id = :ws AND journey_id = :id"),
+        {"ws": workspace_id, "id": journey_id},
     )
+    return cancelled
 
 
 class Enrolment(BaseModel):

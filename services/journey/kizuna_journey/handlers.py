@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -13,9 +14,11 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from kizuna import topics
 from kizuna.bus import PoisonMessage
 from kizuna.envelope import Envelope
 from kizuna.outbox import Outbox
+from kizuna_journey import journey_events
 from kizuna_journey.adapters import store
 from kizuna_journey.adapters.store import ActiveJourney, Schedule
 from kizuna_journey.domain import clock, definition, mirror
@@ -113,7 +116,13 @@ def _on_segment_change(work: Work, event: Envelope) -> None:
             and trigger.names(segment_id)
             and trigger.on == ("entered" if entered else "exited")
         ):
-            work.enrol(journey, customer_id, f"segment:{event.id}", dict(event.payload))
+            work.enrol(
+                journey,
+                customer_id,
+                f"segment:{event.id}",
+                dict(event.payload),
+                trigger_event_id=event.id,
+            )
 
 
 def _on_event(work: Work, event: Envelope, name: str | None) -> None:
@@ -127,7 +136,13 @@ def _on_event(work: Work, event: Envelope, name: str | None) -> None:
         trigger = journey.definition.trigger
         if isinstance(trigger, definition.EventTrigger):
             if trigger.names(name) and matches(trigger.where, properties):
-                work.enrol(journey, customer_id, f"event:{event.id}", _trigger_data(event))
+                work.enrol(
+                    journey,
+                    customer_id,
+                    f"event:{event.id}",
+                    _trigger_data(event),
+                    trigger_event_id=event.id,
+                )
         elif isinstance(trigger, definition.InactivityTrigger) and name == trigger.event:
             due = event.occurred_at + parse_duration(trigger.for_)
             work.schedule(
@@ -430,27 +445,69 @@ async def enrol_customers(
     return [run_id for run_id in started if run_id in work.inserted]
 
 
+# Ended outside the state machine: archived journeys, merged customers
+
+
+async def _completed(conn: AsyncConnection, runs: Sequence[store.RunRow]) -> list[Envelope]:
+    found = await store.definitions_of(
+        conn, {(run.workspace_id, run.journey_id, run.version) for run in runs}
+    )
+    return [
+        journey_events.completed(run, found.get((run.workspace_id, run.journey_id, run.version)))
+        for run in runs
+    ]
+
+
+async def cancel_journey_runs(
+    conn: AsyncConnection, workspace_id: str, journey_id: str, now: datetime, outbox: Outbox
+) -> bool:
+    """Cancels every live run of the journey (archived), a chunk per statement, each chunk's
+    journey.completed in one outbox write; returns whether any was cancelled."""
+    after, published = "", False
+    while True:
+        ids = await store.live_run_ids(conn, workspace_id, journey_id, after, BROADCAST_CHUNK)
+        if not ids:
+            return published
+        after = ids[-1]
+        cancelled = await store.cancel_runs(conn, ids, "archived", now)
+        await outbox.add(conn, topics.JOURNEY_EVENTS, await _completed(conn, cancelled))
+        published |= bool(cancelled)
+
+
 # Lifecycle
 
 
-async def on_lifecycle(conn: AsyncConnection, events: Sequence[Envelope]) -> None:
+async def on_lifecycle(
+    conn: AsyncConnection, events: Sequence[Envelope], now: datetime, outbox: Outbox
+) -> bool:
+    """Merges and erasures; returns whether the outbox got anything (runs a merge
+    cancelled). An erased customer's runs are deleted, not ended: nothing is published."""
+    cancelled: list[store.RunRow] = []
     for event in events:
         payload = event.payload
         if event.type == "customer.merged":
             absorbed, survivor = payload.get("absorbed_id"), payload.get("survivor_id")
             if not isinstance(absorbed, str) or not isinstance(survivor, str):
                 raise PoisonMessage("customer.merged needs absorbed_id and survivor_id")
-            await _merge(conn, event.workspace_id, absorbed, survivor)
+            cancelled += await _merge(conn, event.workspace_id, absorbed, survivor, now)
         elif event.type == "customer.erased":
             erased, earlier = payload.get("customer_id"), payload.get("absorbed_ids") or []
             if not isinstance(erased, str) or not isinstance(earlier, list):
                 raise PoisonMessage("customer.erased needs customer_id and absorbed_ids")
-            await _erase(conn, event.workspace_id, [erased, *map(str, earlier)])
+            gone = [erased, *map(str, earlier)]
+            await _erase(conn, event.workspace_id, gone)
+            cancelled = [run for run in cancelled if run.customer_id not in gone]
+    await outbox.add(conn, topics.JOURNEY_EVENTS, await _completed(conn, cancelled))
+    return bool(cancelled)
 
 
-async def _merge(conn: AsyncConnection, workspace_id: str, absorbed: str, survivor: str) -> None:
+async def _merge(
+    conn: AsyncConnection, workspace_id: str, absorbed: str, survivor: str, now: datetime
+) -> list[store.RunRow]:
+    """Moves the absorbed customer's state to the survivor; returns the absorbed customer's
+    runs it cancelled (the survivor's own live run of a journey wins), now the survivor's."""
     if absorbed == survivor:
-        return
+        return []
     params = {"ws": workspace_id, "a": absorbed, "s": survivor}
     await store.lock_customers(conn, workspace_id, [absorbed, survivor])
     mirrors = await store.load_mirrors(conn, workspace_id, sorted([absorbed, survivor]), lock=True)
@@ -458,13 +515,8 @@ async def _merge(conn: AsyncConnection, workspace_id: str, absorbed: str, surviv
         kept = mirrors.get(survivor, mirror.Mirror())
         kept.absorb(mirrors[absorbed])
         await store.save_mirrors(conn, workspace_id, {survivor: kept})
+    cancelled = await store.cancel_absorbed_runs(conn, workspace_id, absorbed, survivor, now)
     statements = [
-        # the survivor's own live run of a journey wins; the absorbed one's is cancelled
-        "UPDATE jr_runs a SET status = 'cancelled', end_reason = 'merged', ended_at = now(),"
-        " due_at = NULL, waiting_for = NULL WHERE a.workspace_id = :ws AND a.customer_id = :a"
-        " AND a.status = 'active' AND EXISTS (SELECT 1 FROM jr_runs s WHERE"
-        " s.workspace_id = :ws AND s.customer_id = :s AND s.journey_id = a.journey_id"
-        " AND s.status = 'active')",
         "UPDATE jr_runs SET customer_id = :s WHERE workspace_id = :ws AND customer_id = :a",
         "UPDATE jr_steps SET customer_id = :s WHERE workspace_id = :ws AND customer_id = :a",
         "INSERT INTO jr_segments (workspace_id, customer_id, segment_id, member, changed_at,"
@@ -487,6 +539,7 @@ async def _merge(conn: AsyncConnection, workspace_id: str, absorbed: str, surviv
     for statement in statements:
         await conn.execute(sa.text(statement), params)
     await _delete_customer_state(conn, workspace_id, [absorbed], keep_runs=True)
+    return [replace(run, customer_id=survivor) for run in cancelled]
 
 
 async def _erase(conn: AsyncConnection, workspace_id: str, ids: Sequence[str]) -> None:

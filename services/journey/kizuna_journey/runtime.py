@@ -42,7 +42,7 @@ class Journeys:
 
     async def handle_lifecycle(self, events: Sequence[Envelope]) -> None:
         async with self.engine.begin() as conn:
-            await handlers.on_lifecycle(conn, events)
+            self._published(await handlers.on_lifecycle(conn, events, self.clock(), self.outbox))
 
     async def fire_due(self) -> int:
         """Fires every run and trigger schedule due now, a batch per transaction; returns how

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from kizuna import topics
 from kizuna.envelope import Envelope
 from kizuna.outbox import Outbox
+from kizuna_journey import journey_events
 from kizuna_journey.adapters import store
 from kizuna_journey.adapters.store import ActiveJourney, RunRow, Schedule
 from kizuna_journey.domain import clock, conditions, definition, machine, rules
@@ -163,9 +164,16 @@ class Work:
     # Runs
 
     def enrol(
-        self, journey: ActiveJourney, customer_id: str, entry_key: str, data: dict[str, Any]
+        self,
+        journey: ActiveJourney,
+        customer_id: str,
+        entry_key: str,
+        data: dict[str, Any],
+        *,
+        trigger_event_id: str | None = None,
     ) -> RunRow | None:
-        """Starts a run unless the entry rule or a live run stops it."""
+        """Starts a run unless the entry rule or a live run stops it; its journey.entered goes
+        before whatever its first steps produce (a journey.completed among them)."""
         if any(run.journey_id == journey.journey_id for run in self.live.get(customer_id, [])):
             return None
         entry = journey.definition.entry
@@ -201,7 +209,10 @@ class Work:
         self.new_runs[run.run_id] = run
         self.live.setdefault(customer_id, []).append(run)
         self.entries[(journey.journey_id, customer_id)] = self.now
+        first = len(self.messages)
         self.advance(run, "start")
+        entered = journey_events.entered(run, journey.definition, trigger_event_id)
+        self.messages.insert(first, (run.run_id, topics.JOURNEY_EVENTS, entered))
         return run
 
     def advance(self, run: RunRow, resume: machine.Resume) -> None:
@@ -243,7 +254,9 @@ class Work:
         else:
             self._changed(run)
 
-    def end(self, run: RunRow, status: str, reason: str) -> None:
+    def end(self, run: RunRow, status: journey_events.Ending, reason: str) -> None:
+        if run.status != "active":  # ended already: one journey.completed per run
+            return
         run.status = status
         run.end_reason = reason
         run.ended_at = self.now
@@ -253,6 +266,10 @@ class Work:
         if run in runs:
             runs.remove(run)
         self._changed(run)
+        completed = journey_events.completed(
+            run, self.definitions.get((run.journey_id, run.version))
+        )
+        self.messages.append((run.run_id, topics.JOURNEY_EVENTS, completed))
 
     def touched(self, run: RunRow) -> None:
         self._changed(run)

@@ -190,6 +190,12 @@ class JourneyApp:
         messages = await read_topic(self.bus, topics.SEND_REQUESTS, at_least, settle=0.5)
         return [Envelope.from_bytes(m.value) for m in messages]
 
+    async def journey_events(self, at_least: int, settle: float = 0.5) -> list[Envelope]:
+        """Everything on journey-events so far, in bus order (one customer's in order)."""
+        await self.journeys.publish_outbox()
+        messages = await read_topic(self.bus, topics.JOURNEY_EVENTS, at_least, settle=settle)
+        return [Envelope.from_bytes(m.value) for m in messages]
+
     async def wait_until(self, condition: Callable[[], Any], timeout: float = 20) -> None:
         async with asyncio.timeout(timeout):
             while not await condition():

@@ -331,6 +331,57 @@ async def save_runs(conn: AsyncConnection, runs: Sequence[RunRow]) -> None:
     )
 
 
+_CANCEL = (
+    "SET status = 'cancelled', end_reason = :reason, ended_at = :now, due_at = NULL,"
+    " waiting_for = NULL"
+)
+
+
+async def live_run_ids(
+    conn: AsyncConnection, workspace_id: str, journey_id: str, after: str, limit: int
+) -> list[str]:
+    """The journey's live runs in run id order, ``limit`` from after ``after``."""
+    rows = await conn.execute(
+        sa.text(
+            "SELECT run_id FROM jr_runs WHERE workspace_id = :ws AND journey_id = :j"
+            " AND status = 'active' AND run_id > :after ORDER BY run_id LIMIT :n"
+        ),
+        {"ws": workspace_id, "j": journey_id, "after": after, "n": limit},
+    )
+    return [row.run_id for row in rows.all()]
+
+
+async def cancel_runs(
+    conn: AsyncConnection, run_ids: Sequence[str], reason: str, now: datetime
+) -> list[RunRow]:
+    """Ends those of the runs still live as cancelled; returns them as they are now."""
+    rows = await conn.execute(
+        sa.text(
+            f"UPDATE jr_runs {_CANCEL} WHERE run_id = ANY(CAST(:ids AS text[]))"
+            f" AND status = 'active' RETURNING {RUN_COLUMNS}"
+        ),
+        {"ids": list(run_ids), "reason": reason, "now": now},
+    )
+    return [_run(row) for row in rows.all()]
+
+
+async def cancel_absorbed_runs(
+    conn: AsyncConnection, workspace_id: str, absorbed: str, survivor: str, now: datetime
+) -> list[RunRow]:
+    """Cancels the absorbed customer's live runs of journeys the survivor has a live run of
+    (``merged``); returns them."""
+    rows = await conn.execute(
+        sa.text(
+            f"UPDATE jr_runs a {_CANCEL} WHERE a.workspace_id = :ws"  # noqa: S608
+            " AND a.customer_id = :a AND a.status = 'active' AND EXISTS (SELECT 1 FROM jr_runs s"
+            " WHERE s.workspace_id = :ws AND s.customer_id = :s AND s.journey_id = a.journey_id"
+            f" AND s.status = 'active') RETURNING {RUN_COLUMNS}"
+        ),
+        {"ws": workspace_id, "a": absorbed, "s": survivor, "reason": "merged", "now": now},
+    )
+    return [_run(row) for row in rows.all()]
+
+
 STEP_FIELDS = (
     "execution_id",
     "outcome",

@@ -183,7 +183,7 @@ def _execute(
             return step.then if held else step.else_
         case definition.SplitStep():
             chosen = _split(step, f"{run.run_id}:{step_id}")
-            log("branched", branch=step.branches[chosen].name or str(chosen), index=chosen)
+            log("branched", branch=_branch_name(step, chosen), index=chosen)
             return step.branches[chosen].next
         case definition.SendStep() | definition.WebhookStep():
             return _send(step, outcome, situation, step_id, execution_id, log)
@@ -195,6 +195,20 @@ def _execute(
             log("ended")
             outcome.ended = "completed"
             return None
+    return None
+
+
+def _branch_name(step: definition.SplitStep, index: int) -> str:
+    return step.branches[index].name or str(index)
+
+
+def variant(journey: JourneyDefinition, run_id: str, visits: Mapping[str, int]) -> str | None:
+    """The branch the run took at the first split step it has passed (in the definition's
+    order), named as in the step log; None before any split. A split is stable per run, so
+    this is the same whenever it is asked."""
+    for step_id, step in journey.steps.items():
+        if isinstance(step, definition.SplitStep) and visits.get(step_id):
+            return _branch_name(step, _split(step, f"{run_id}:{step_id}"))
     return None
 
 
