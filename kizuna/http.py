@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import parse_qsl
 
 import structlog
 from fastapi import FastAPI, HTTPException, Request
@@ -45,6 +46,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected_error(_: Request, exc: Exception) -> JSONResponse:
+        problem = data_problem(exc)
+        if problem is not None:  # PostgreSQL refused a value the request carried
+            return JSONResponse(
+                error_body(422, f"a value in the request cannot be stored: {problem}"),
+                status_code=422,
+            )
         log.exception("unhandled_error", error_type=type(exc).__name__)
         return JSONResponse(error_body(500, "internal error; it has been logged"), status_code=500)
 
@@ -53,6 +60,56 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             error_body(422, "the request is not valid", field_errors(exc)), status_code=422
         )
+
+
+def data_problem(exc: BaseException) -> str | None:
+    """PostgreSQL's reason when ``exc`` is a data exception (SQLSTATE class 22: a number out
+    of range, a NUL character, text that is not a valid date…), else None."""
+    seen: BaseException | None = exc
+    for _ in range(6):
+        if seen is None:
+            return None
+        state = getattr(seen, "sqlstate", None)
+        if isinstance(state, str) and state.startswith("22"):
+            return str(seen).splitlines()[0][:300]
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return None
+
+
+class RefuseNulMiddleware:
+    """A NUL character in the path or a query parameter is refused with 422 naming where it
+    was: PostgreSQL cannot store one, and no identifier of ours contains one."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            field = _nul_in(scope)
+            if field is not None:
+                response = JSONResponse(
+                    error_body(
+                        422,
+                        "the request is not valid",
+                        [{"field": field, "problem": "must not contain a NUL character"}],
+                    ),
+                    status_code=422,
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _nul_in(scope: Scope) -> str | None:
+    if "\x00" in scope.get("path", ""):
+        return "path"
+    query = scope.get("query_string", b"")
+    if b"%00" in query or b"\x00" in query:
+        for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+            if "\x00" in name or "\x00" in value:
+                return f"query.{name.replace(chr(0), '')}"
+        return "query"
+    return None
 
 
 def bearer_token(request: Request) -> str:

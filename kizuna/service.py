@@ -20,7 +20,12 @@ from kizuna.bus import Bus, ConsumerRunner
 from kizuna.bus.factory import bus_from_settings
 from kizuna.bus.runner import Decoder, Handler
 from kizuna.db import create_engine
-from kizuna.http import MetricsMiddleware, bearer_token, install_error_handlers
+from kizuna.http import (
+    MetricsMiddleware,
+    RefuseNulMiddleware,
+    bearer_token,
+    install_error_handlers,
+)
 from kizuna.logs import configure_logging
 from kizuna.settings import KizunaSettings
 
@@ -179,6 +184,7 @@ def create_service_app(
         version="0.1.0",
         lifespan=lifespan,
     )
+    app.add_middleware(RefuseNulMiddleware)
     app.add_middleware(MetricsMiddleware, service=name)
     install_error_handlers(app)
     app.include_router(health_router())

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -254,7 +254,10 @@ async def get_journey(journey_id: str, admin: Admin, context: Context) -> dict[s
 
 @router.get("/v1/journeys/{journey_id}/versions/{version}")
 async def get_version(
-    journey_id: str, version: int, admin: Admin, context: Context
+    journey_id: str,
+    version: Annotated[int, Path(ge=1, le=2**31 - 1)],
+    admin: Admin,
+    context: Context,
 ) -> dict[str, Any]:
     async with context.engine.connect() as conn:
         found = await conn.scalar(
