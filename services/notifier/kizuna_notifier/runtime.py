@@ -23,6 +23,7 @@ INTEGRATION_TOPICS = [
     topics.CUSTOMER_LIFECYCLE,
     topics.SEGMENT_CHANGES,
     topics.DELIVERY_OUTCOMES,
+    topics.JOURNEY_EVENTS,
 ]
 log = structlog.get_logger(__name__)
 

@@ -341,3 +341,32 @@ async def test_replay_of_a_time_range_resends_just_those_messages_with_their_ids
         assert again.webhook_id == first_ids["t1"]
         await asyncio.sleep(0.5)
         assert len(hooks.at("dw")) == 4
+
+
+async def test_journey_and_lifecycle_events_reach_their_subscribers(
+    database_url: str, topic_prefix: str, receiver: tuple[WebhookReceiver, str]
+) -> None:
+    hooks, base = receiver
+    async with webhooks_app(database_url, topic_prefix) as app:
+        endpoint = await subscribe(app, f"{base}/hook/all", ["*"])
+        hooks.secrets["all"] = [endpoint["secret"]]
+        entered = Envelope.new(
+            "journey.entered",
+            app.workspace_id,
+            "c1",
+            {"journey_id": "welcome", "run_id": "r1", "customer_id": "c1", "holdout": False},
+            event_id="journey-entered:r1",
+        )
+        created = Envelope.new(
+            "customer.created",
+            app.workspace_id,
+            "c1",
+            {"customer_id": "c1", "known": True},
+            event_id="created:c1",
+        )
+        await app.publish(topics.JOURNEY_EVENTS, entered)
+        await app.publish(topics.CUSTOMER_LIFECYCLE, created)
+        await eventually(lambda: len(hooks.at("all")) == 2)
+        kinds = {d.payload["type"]: d.payload["data"] for d in hooks.at("all")}
+        assert kinds["journey.entered"]["journey_id"] == "welcome"
+        assert kinds["customer.created"]["known"] is True
