@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -21,8 +22,9 @@ async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
             yield client
 
 
-def service_app(service: str, base: KizunaSettings) -> FastAPI:
-    """The service's app, configured like ``base`` through the service's own settings class."""
+def service_app(service: str, base: KizunaSettings, **extra: Any) -> FastAPI:
+    """The service's app, configured like ``base`` (plus its own ``extra`` settings) through
+    the service's own settings class."""
     settings_module = importlib.import_module(f"kizuna_{service}.settings")
     settings_class = next(
         value
@@ -33,6 +35,6 @@ def service_app(service: str, base: KizunaSettings) -> FastAPI:
     )
     module, _, factory = SERVICES[service].app_factory.partition(":")
     app: FastAPI = getattr(importlib.import_module(module), factory)(
-        settings_class(**base.model_dump())
+        settings_class(**{**base.model_dump(), **extra})
     )
     return app
