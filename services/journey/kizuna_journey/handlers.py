@@ -169,7 +169,7 @@ def _on_run_event(
         and matches(goal.where, properties)
         and event.occurred_at - run.entered_at <= parse_duration(goal.within)
     ):
-        run.converted_at = run.converted_at or event.occurred_at
+        work.converted(run, event, properties)
         work.touched(run)
         if goal.exit_on_goal:
             work.end(run, "goal", "goal")
@@ -210,7 +210,7 @@ async def _record_goals_after_end(work: Work, events: Sequence[Envelope]) -> Non
                 <= event.occurred_at
                 <= run.entered_at + parse_duration(goal.within)
             ):
-                run.converted_at = event.occurred_at
+                work.converted(run, event, _properties(event))
                 work.changed_runs[run.run_id] = run
                 break
 

@@ -16,7 +16,7 @@ from kizuna.bus import Bus, BusMessage, ConsumerRunner, Decoded
 from kizuna.envelope import Envelope, utcnow
 from kizuna.outbox import Outbox
 from kizuna.service import BackgroundTask, ConsumerFactory, ServiceContext, consumer_runner
-from kizuna_journey import handlers
+from kizuna_journey import engagement, handlers
 
 OUTBOX_LOCK = 0x4A524E59
 TIDY_SECONDS = 600
@@ -129,7 +129,19 @@ def consumers(current: Current) -> list[ConsumerFactory]:
             context, "journey-lifecycle", [topics.CUSTOMER_LIFECYCLE], decode, handle
         )
 
-    return [events, lifecycle]
+    def results(context: ServiceContext) -> ConsumerRunner[Envelope]:
+        async def handle(batch: Sequence[Decoded[Envelope]]) -> None:
+            await engagement.record(context.engine, [item.value for item in batch])
+
+        return consumer_runner(
+            context,
+            "journey-results",
+            [topics.DELIVERY_OUTCOMES, topics.RESOLVED_EVENTS],
+            decode,
+            handle,
+        )
+
+    return [events, lifecycle, results]
 
 
 def background(current: Current) -> list[BackgroundTask]:

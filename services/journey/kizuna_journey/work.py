@@ -271,6 +271,42 @@ class Work:
         )
         self.messages.append((run.run_id, topics.JOURNEY_EVENTS, completed))
 
+    def converted(self, run: RunRow, event: Envelope, properties: dict[str, Any]) -> None:
+        """Marks the run converted by ``event`` (once) and logs the conversion with its value,
+        for results: ``revenue``, else ``total``, else ``value`` of the goal event."""
+        if run.converted_at is not None:
+            return
+        run.converted_at = event.occurred_at
+        self._changed(run)
+        value = next(
+            (
+                float(v)
+                for k in ("revenue", "total", "value")
+                if isinstance(v := properties.get(k), int | float) and not isinstance(v, bool)
+            ),
+            None,
+        )
+        self.steps.append(
+            {
+                "execution_id": f"{run.run_id}:goal",
+                "outcome": "converted",
+                "workspace_id": self.workspace_id,
+                "journey_id": run.journey_id,
+                "version": run.version,
+                "run_id": run.run_id,
+                "customer_id": run.customer_id,
+                "step_id": "(goal)",
+                "step_type": "goal",
+                "category": None,
+                "detail": {
+                    "event_id": event.id,
+                    "value": value,
+                    "currency": properties.get("currency"),
+                },
+                "at": event.occurred_at,
+            }
+        )
+
     def touched(self, run: RunRow) -> None:
         self._changed(run)
 

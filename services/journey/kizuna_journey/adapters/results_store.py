@@ -1,0 +1,92 @@
+"""SQL of journey results: runs by holdout and variant, step outcomes and what became of the
+messages, day by day. The variant of a run is the branch its first split logged."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+RUNS = (
+    "SELECT r.run_id, r.version, r.holdout, r.status, r.converted_at, r.entered_at,"
+    " (SELECT s.detail->>'branch' FROM jr_steps s WHERE s.run_id = r.run_id"
+    " AND s.step_type = 'split' AND s.outcome = 'branched' ORDER BY s.seq LIMIT 1) AS variant,"
+    " (SELECT CAST(s.detail->>'value' AS float) FROM jr_steps s WHERE s.run_id = r.run_id"
+    " AND s.outcome = 'converted' LIMIT 1) AS value"
+    " FROM jr_runs r WHERE r.workspace_id = :ws AND r.journey_id = :j"
+    " AND (CAST(:v AS int) IS NULL OR r.version = :v)"
+    " AND r.entered_at >= :since AND r.entered_at < :until"
+)
+
+
+def _scope(
+    workspace_id: str, journey_id: str, version: int | None, since: datetime, until: datetime
+) -> dict[str, Any]:
+    return {"ws": workspace_id, "j": journey_id, "v": version, "since": since, "until": until}
+
+
+async def run_groups(conn: AsyncConnection, **scope: Any) -> list[Any]:
+    """Per (holdout, variant, status): runs, conversions, revenue."""
+    rows = await conn.execute(
+        sa.text(
+            f"WITH r AS ({RUNS}) SELECT holdout, variant, status, count(*) AS runs,"  # noqa: S608
+            " count(converted_at) AS converted,"
+            " coalesce(sum(value) FILTER (WHERE converted_at IS NOT NULL), 0) AS revenue"
+            " FROM r GROUP BY holdout, variant, status"
+        ),
+        _scope(**scope),
+    )
+    return list(rows.all())
+
+
+async def step_outcomes(conn: AsyncConnection, **scope: Any) -> list[Any]:
+    """Per (step, variant, outcome, reason): how many executions, for runs in scope."""
+    rows = await conn.execute(
+        sa.text(
+            f"WITH r AS ({RUNS}) SELECT s.step_id, r.variant, s.outcome,"  # noqa: S608
+            " s.detail->>'reason' AS reason, count(*) AS n FROM r JOIN jr_steps s"
+            " ON s.run_id = r.run_id AND s.outcome IN ('sent', 'skipped')"
+            " GROUP BY s.step_id, r.variant, s.outcome, s.detail->>'reason'"
+        ),
+        _scope(**scope),
+    )
+    return list(rows.all())
+
+
+async def message_outcomes(conn: AsyncConnection, **scope: Any) -> list[Any]:
+    """Per (step, variant, kind): messages delivered, opened, clicked…"""
+    rows = await conn.execute(
+        sa.text(
+            f"WITH r AS ({RUNS}) SELECT s.step_id, r.variant, m.kind, count(*) AS n"  # noqa: S608
+            " FROM r JOIN jr_steps s ON s.run_id = r.run_id AND s.outcome = 'sent'"
+            " JOIN jr_message_events m ON m.workspace_id = :ws"
+            " AND m.send_id = s.detail->>'send_id'"
+            " GROUP BY s.step_id, r.variant, m.kind"
+        ),
+        _scope(**scope),
+    )
+    return list(rows.all())
+
+
+async def daily(conn: AsyncConnection, timezone: str, **scope: Any) -> list[Any]:
+    """Per day in ``timezone``: runs entered, conversions and revenue (on the day they
+    happened), messages sent, and first deliveries, opens, clicks, unsubscribes."""
+    rows = await conn.execute(
+        sa.text(
+            f"WITH r AS ({RUNS}), facts AS ("  # noqa: S608
+            " SELECT r.entered_at AS at, 'entered' AS kind, 0.0 AS value FROM r"
+            " UNION ALL SELECT r.converted_at, 'converted', coalesce(r.value, 0) FROM r"
+            " WHERE r.converted_at IS NOT NULL"
+            " UNION ALL SELECT s.at, 'sent', 0 FROM r JOIN jr_steps s ON s.run_id = r.run_id"
+            " AND s.outcome = 'sent'"
+            " UNION ALL SELECT m.at, m.kind, 0 FROM r JOIN jr_steps s ON s.run_id = r.run_id"
+            " AND s.outcome = 'sent' JOIN jr_message_events m ON m.workspace_id = :ws"
+            " AND m.send_id = s.detail->>'send_id')"
+            " SELECT CAST(timezone(:tz, at) AS date) AS day, kind, count(*) AS n,"
+            " sum(value) AS value FROM facts GROUP BY 1, 2 ORDER BY 1, 2"
+        ),
+        {**_scope(**scope), "tz": timezone},
+    )
+    return list(rows.all())
