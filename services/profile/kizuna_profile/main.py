@@ -1,7 +1,7 @@
 from fastapi import FastAPI
 
 from kizuna.service import create_service_app
-from kizuna_profile import consumers, customers_api, imports_api, kpis_api, retention
+from kizuna_profile import consumers, customers_api, events_api, imports_api, kpis_api, retention
 from kizuna_profile.settings import ProfileSettings, get_settings
 
 
@@ -12,6 +12,7 @@ def create_app(settings: ProfileSettings | None = None) -> FastAPI:
         settings,
         routers=[
             customers_api.router,
+            events_api.router,
             imports_api.router,
             kpis_api.router,
         ],
