@@ -95,6 +95,7 @@ def run(port_base: int | None = None) -> int:
             "KIZUNA_NOTIFIER_PUBLIC_URL": f"http://127.0.0.1:{ports['notifier']}",
             "KIZUNA_NOTIFIER_PROFILE_URL": f"http://127.0.0.1:{ports['profile']}",
             "KIZUNA_JOURNEY_NOTIFIER_URL": f"http://127.0.0.1:{ports['notifier']}",
+            "KIZUNA_JOURNEY_PROFILE_URL": f"http://127.0.0.1:{ports['profile']}",
             **os.environ,
             "KIZUNA_DATABASE_URL": database_url,
             "KIZUNA_SECRET_KEY": chosen["secret_key"],

@@ -34,7 +34,7 @@ def _properties(event: Envelope) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _track_name(event: Envelope) -> str | None:
+def track_name(event: Envelope) -> str | None:
     name = event.payload.get("event")
     return name if event.type == "track" and isinstance(name, str) else None
 
@@ -67,12 +67,12 @@ async def on_events(
                 if event.id in newest_changes:
                     _on_segment_change(work, event)
                 continue
-            name = _track_name(event)
+            name = track_name(event)
             if name is not None:
                 counted.append(
                     (event.customer_key, name, event.occurred_at.date(), event.occurred_at)
                 )
-            _on_event(work, event, name)
+            decide_event(work, event, name)
         await _record_goals_after_end(work, fresh)
         published |= await work.flush()
     return published
@@ -125,7 +125,7 @@ def _on_segment_change(work: Work, event: Envelope) -> None:
             )
 
 
-def _on_event(work: Work, event: Envelope, name: str | None) -> None:
+def decide_event(work: Work, event: Envelope, name: str | None) -> None:
     customer_id = event.customer_key
     changed_traits = mirror.observe(work.mirror(customer_id), event)
     properties = _properties(event)
@@ -188,7 +188,7 @@ async def _record_goals_after_end(work: Work, events: Sequence[Envelope]) -> Non
     """A goal reached after the run ended (it completed its steps) still counts as a conversion
     if it falls within the goal's window."""
     goal_events = {j.definition.goal.event for j in work.journeys if j.definition.goal is not None}
-    hits = [e for e in events if _track_name(e) in goal_events]
+    hits = [e for e in events if track_name(e) in goal_events]
     if not hits:
         return
     longest = max(
@@ -204,7 +204,7 @@ async def _record_goals_after_end(work: Work, events: Sequence[Envelope]) -> Non
             if (
                 goal is not None
                 and event.customer_key == run.customer_id
-                and _track_name(event) == goal.event
+                and track_name(event) == goal.event
                 and matches(goal.where, _properties(event))
                 and run.entered_at
                 <= event.occurred_at

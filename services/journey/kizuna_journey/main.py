@@ -1,7 +1,7 @@
 from fastapi import FastAPI
 
 from kizuna.service import ServiceContext, create_service_app
-from kizuna_journey import api, results_api, runtime
+from kizuna_journey import api, results_api, runtime, simulate_api
 from kizuna_journey.settings import JourneySettings, get_settings
 
 
@@ -25,7 +25,7 @@ def create_app(settings: JourneySettings | None = None) -> FastAPI:
     app = create_service_app(
         "journey",
         settings,
-        routers=[api.router, results_api.router],
+        routers=[api.router, results_api.router, simulate_api.router],
         consumers=runtime.consumers(current),
         background=runtime.background(current),
         on_startup=[start],
