@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from kizuna.journeys_as_code.command import journeys_app
 from kizuna.services import SERVICES
 
 app = typer.Typer(help="Kizuna: event-driven marketing automation.", no_args_is_help=True)
@@ -15,6 +16,7 @@ workspace_app = typer.Typer(help="Manage workspaces.", no_args_is_help=True)
 app.add_typer(workspace_app, name="workspace")
 report_app = typer.Typer(help="Look at the segmenter's analyses in the terminal.")
 app.add_typer(report_app, name="report")
+app.add_typer(journeys_app, name="journeys")
 SegmenterUrl = Annotated[str, typer.Option(help="The segmenter's address.")]
 AdminKey = Annotated[
     str | None, typer.Option(help="The workspace's admin key (else KIZUNA_ADMIN_KEY).")
