@@ -19,11 +19,11 @@ from kizuna.bus import PoisonMessage
 from kizuna.envelope import Envelope
 from kizuna.outbox import Outbox
 from kizuna_journey import journey_events
-from kizuna_journey.adapters import store
+from kizuna_journey.adapters import results_store, store
 from kizuna_journey.adapters.store import ActiveJourney, Schedule
-from kizuna_journey.domain import clock, definition, mirror
+from kizuna_journey.domain import clock, definition, mirror, results
 from kizuna_journey.domain.durations import parse_duration
-from kizuna_journey.work import Work, matches
+from kizuna_journey.work import Work, matches, winner_tests
 
 SEGMENT_TYPES = frozenset({"segment.entered", "segment.exited"})
 BROADCAST_CHUNK = 5000
@@ -239,10 +239,40 @@ async def fire_due_runs(
         work = await Work.load(
             conn, workspace_id, [r.customer_id for r in runs], now, outbox, claimed=runs, lock=False
         )
+        await _decide_winners(work, runs)
         for run in runs:
             work.advance(run, "timer")
         published |= await work.flush()
     return fired, published
+
+
+async def _decide_winners(work: Work, runs: Sequence[store.RunRow]) -> None:
+    """Runs held at an A/B split wake up when the test has run its time: the first to wake
+    decides the winner from the test share's figures (once for every replica)."""
+    for run in runs:
+        journey = work.definition_of(run)
+        step = winner_tests(journey).get(run.step or "")
+        key = (run.journey_id, run.version, run.step or "")
+        if step is None or step.winner is None or key in work.winners:
+            continue
+        figures = await results_store.test_figures(
+            work.conn, work.workspace_id, run.journey_id, run.version, key[2], step.winner.metric
+        )
+        index, report = results.choose_winner(
+            [b.name or str(i) for i, b in enumerate(step.branches)],
+            [(f.branch, f.runs, f.successes) for f in figures],
+            step.winner.metric,
+        )
+        work.winners[key] = await results_store.record_winner(
+            work.conn,
+            work.workspace_id,
+            run.journey_id,
+            run.version,
+            key[2],
+            index,
+            report,
+            work.now,
+        )
 
 
 async def fire_due_schedules(

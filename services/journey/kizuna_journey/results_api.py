@@ -71,6 +71,7 @@ async def journey_results(
         groups = await results_store.run_groups(conn, **scope)
         outcomes = await results_store.step_outcomes(conn, **scope)
         messages = await results_store.message_outcomes(conn, **scope)
+        tests = await results_store.decided_tests(conn, admin.workspace_id, journey_id, version)
     report = results.report(
         [
             results.RunGroup(g.holdout, g.variant, g.status, g.runs, g.converted, float(g.revenue))
@@ -95,6 +96,15 @@ async def journey_results(
         "since": scope["since"].isoformat(),
         "until": scope["until"].isoformat(),
         **report,
+        "ab_tests": [
+            {
+                "version": t.version,
+                "step_id": t.step_id,
+                "decided_at": t.decided_at.isoformat(),
+                **t.figures,
+            }
+            for t in tests
+        ],
     }
 
 

@@ -19,7 +19,7 @@ from kizuna import topics
 from kizuna.envelope import Envelope
 from kizuna.outbox import Outbox
 from kizuna_journey import journey_events
-from kizuna_journey.adapters import store
+from kizuna_journey.adapters import results_store, store
 from kizuna_journey.adapters.store import ActiveJourney, RunRow, Schedule
 from kizuna_journey.domain import clock, conditions, definition, machine, rules
 from kizuna_journey.domain.definition import JourneyDefinition
@@ -50,6 +50,14 @@ def condition_events(journey: JourneyDefinition) -> set[str]:
     return names
 
 
+def winner_tests(journey: JourneyDefinition) -> dict[str, definition.SplitStep]:
+    return {
+        step_id: step
+        for step_id, step in journey.steps.items()
+        if isinstance(step, definition.SplitStep) and step.winner is not None
+    }
+
+
 def _has_conditions(journey: JourneyDefinition) -> bool:
     return any(isinstance(step, definition.ConditionStep) for step in journey.steps.values())
 
@@ -78,6 +86,7 @@ class Work:
     unscheduled: dict[tuple[str, str, str], Schedule] = field(default_factory=dict)
     inserted: set[str] = field(default_factory=set)  # new runs that got in, once flushed
     counted: list[tuple[str, str, date, datetime]] = field(default_factory=list)  # events
+    winners: dict[tuple[str, int, str], int] = field(default_factory=dict)  # A/B splits decided
 
     @classmethod
     async def load(
@@ -125,6 +134,8 @@ class Work:
         if others and not claimed:  # claimed runs' journeys are active and held likewise
             found_statuses = await store.journey_statuses(conn, [(workspace_id, j) for j in others])
             work.statuses |= {journey: status for (_, journey), status in found_statuses.items()}
+        tested = [key for key, d in work.definitions.items() if winner_tests(d)]
+        work.winners = await results_store.winners(conn, workspace_id, tested)
         if any(_has_conditions(d) for d in work.definitions.values()):  # else never read
             work.segments = await store.segments_of(conn, workspace_id, ids)
         if not claimed and any(
@@ -220,7 +231,15 @@ class Work:
         delivery = rules.resolve(self.workspace_rules, journey.delivery)
         facts = self.facts(run.customer_id)
         situation = machine.Situation(
-            facts, delivery, self.budgets.setdefault(run.customer_id, rules.Budget()), self.now
+            facts,
+            delivery,
+            self.budgets.setdefault(run.customer_id, rules.Budget()),
+            self.now,
+            {
+                step: branch
+                for (journey_id, version, step), branch in self.winners.items()
+                if journey_id == run.journey_id and version == run.version
+            },
         )
         state = machine.Run(
             run.run_id,

@@ -151,9 +151,22 @@ class Branch(Strict):
     name: str | None = Field(default=None, max_length=100)
 
 
+class WinnerTest(Strict):
+    """An A/B test with an automatic winner: ``test_percent`` of the runs take a random branch
+    at once; the rest wait ``after`` and then all take the branch that did best on
+    ``metric`` among the test runs."""
+
+    test_percent: int = Field(ge=1, le=99)
+    after: Duration
+    metric: Literal["opened", "clicked", "converted"] = "opened"
+
+    _check_after = field_validator("after")(_duration)
+
+
 class SplitStep(Strict):
     type: Literal["split"]
     branches: list[Branch] = Field(min_length=2, max_length=10)
+    winner: WinnerTest | None = None
 
 
 class SendStep(Strict):

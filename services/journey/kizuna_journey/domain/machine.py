@@ -7,7 +7,7 @@ id ``send:<execution id>`` lets the notifier drop a second copy."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
@@ -85,6 +85,7 @@ class Situation:
     delivery: Delivery
     budget: Budget
     now: datetime
+    winners: Mapping[str, int] = field(default_factory=dict)  # A/B split step → branch index
 
 
 def _timezone(situation: Situation) -> Any:
@@ -114,7 +115,7 @@ def _resumed_target(
             return step.next
         case definition.WaitForEventStep():
             return step.on_event if resume == "event" else step.on_timeout
-        case definition.SendStep() | definition.WebhookStep():
+        case definition.SendStep() | definition.WebhookStep() | definition.SplitStep():
             return step_id
     outcome.ended = "invalid_resume"
     return None
@@ -182,9 +183,7 @@ def _execute(
             log("branched", branch="then" if held else "else")
             return step.then if held else step.else_
         case definition.SplitStep():
-            chosen = _split(step, f"{run.run_id}:{step_id}")
-            log("branched", branch=_branch_name(step, chosen), index=chosen)
-            return step.branches[chosen].next
+            return _branch(step, step_id, run, outcome, situation, log)
         case definition.SendStep() | definition.WebhookStep():
             return _send(step, outcome, situation, step_id, execution_id, log)
         case definition.UpdateTraitStep():
@@ -208,8 +207,34 @@ def variant(journey: JourneyDefinition, run_id: str, visits: Mapping[str, int]) 
     this is the same whenever it is asked."""
     for step_id, step in journey.steps.items():
         if isinstance(step, definition.SplitStep) and visits.get(step_id):
+            if step.winner is not None:
+                return None  # held runs take the winner: the step log tells
             return _branch_name(step, _split(step, f"{run_id}:{step_id}"))
     return None
+
+
+def _branch(
+    step: definition.SplitStep,
+    step_id: str,
+    run: Run,
+    outcome: Outcome,
+    situation: Situation,
+    log: Callable[..., None],
+) -> str | None:
+    """A split: a stable random branch; with a winner test, the test share takes a random
+    branch, the rest wait for the winner and then take it (so do runs arriving later)."""
+    test = step.winner
+    if test is not None and step_id in situation.winners:
+        chosen = situation.winners[step_id]
+        log("branched", branch=_branch_name(step, chosen), index=chosen, winner=True)
+        return step.branches[chosen].next
+    if test is not None and clock.bucket(f"{run.run_id}:{step_id}:test") >= test.test_percent:
+        outcome.due_at = situation.now + parse_duration(test.after)
+        log("held", reason="ab_test", until=outcome.due_at.isoformat())
+        return None
+    chosen = _split(step, f"{run.run_id}:{step_id}")
+    log("branched", branch=_branch_name(step, chosen), index=chosen, test=test is not None)
+    return step.branches[chosen].next
 
 
 def _split(step: definition.SplitStep, key: str) -> int:

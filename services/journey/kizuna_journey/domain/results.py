@@ -164,3 +164,32 @@ def daily(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         if kind == "converted":
             day["revenue"] += float(row["value"] or 0)
     return [days[d] for d in sorted(days)]
+
+
+def choose_winner(
+    names: list[str], figures: Iterable[tuple[int, int, int]], metric: str
+) -> tuple[int, dict[str, Any]]:
+    """The branch whose test runs did best on ``metric`` — (index, runs, successes) per
+    branch; a tie, or no data, goes to the lower index — and what the decision rested on."""
+    found = {index: (runs, successes) for index, runs, successes in figures}
+    rows = [(i, *found.get(i, (0, 0))) for i in range(len(names))]
+    best = max(rows, key=lambda r: ((r[2] / r[1]) if r[1] else -1.0, -r[0]))
+    winner, w_runs, w_successes = best
+    branches: list[dict[str, Any]] = [
+        {
+            "branch": names[i],
+            "index": i,
+            "runs": runs,
+            metric: successes,
+            "rate": stats.rate(successes, runs),
+            "vs_winner": None if i == winner else _lift(successes, runs, w_successes, w_runs),
+        }
+        for i, runs, successes in rows
+    ]
+    others = [b["vs_winner"] for b in branches if b["vs_winner"] is not None]
+    return winner, {
+        "metric": metric,
+        "winner": names[winner],
+        "branches": branches,
+        "significant": bool(others) and all(o["significant"] for o in others),
+    }
