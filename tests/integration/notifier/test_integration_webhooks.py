@@ -244,6 +244,9 @@ async def test_retries_follow_the_schedule_and_retry_after_then_die_and_are_repl
         assert replayed.json() == {"replayed": 1}
         await eventually(lambda: len(hooks.at("down")) == 1)
         assert hooks.at("down")[0].payload["data"]["properties"]["order_id"] == "r2"
+        async with asyncio.timeout(20):  # the answer came; the round settles just after
+            while (await delivery_row(app, down["id"])).status != "succeeded":
+                await asyncio.sleep(0.02)
         endpoint_now = await app.client.get(
             f"/v1/webhook-endpoints/{down['id']}", headers=app.admin
         )
