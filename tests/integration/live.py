@@ -13,7 +13,7 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import uvicorn
 from fastapi import FastAPI
@@ -21,11 +21,16 @@ from fastapi import FastAPI
 START_SECONDS = 60
 
 
+AppOrFactory = FastAPI | Callable[[str], FastAPI]  # a factory is given the server's URL
+
+
 class LiveServer:
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: AppOrFactory) -> None:
         self.socket = socket.socket()
         self.socket.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
+        if not isinstance(app, FastAPI):
+            app = app(self.url)
         self.server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True
@@ -52,7 +57,7 @@ class LiveServer:
 
 
 @contextlib.contextmanager
-def serving(app: FastAPI) -> Iterator[str]:
+def serving(app: AppOrFactory) -> Iterator[str]:
     live = LiveServer(app)
     live.start()
     try:
@@ -64,7 +69,7 @@ def serving(app: FastAPI) -> Iterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def served(app: FastAPI) -> AsyncIterator[str]:
+async def served(app: AppOrFactory) -> AsyncIterator[str]:
     live = LiveServer(app)
     live.start()
     try:
