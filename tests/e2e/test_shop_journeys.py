@@ -17,8 +17,9 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -42,6 +43,16 @@ class Shop:
     inbox: Inbox
     hooks: WebhookReceiver
     hooks_url: str
+    journey_app: Callable[[], Any]
+    journey_stack: contextlib.AsyncExitStack
+
+    async def restart_journey(self) -> None:
+        """Stops the journey service and starts a fresh process of it on the same database."""
+        await self.journey_stack.aclose()
+        self.journey_stack = contextlib.AsyncExitStack()
+        self.urls["journey"] = await self.journey_stack.enter_async_context(
+            served(self.journey_app())
+        )
 
     @property
     def admin(self) -> dict[str, str]:
@@ -112,18 +123,25 @@ async def shop(
                 )
             )
         )
-        urls["journey"] = await stack.enter_async_context(
-            served(
-                service_app(
-                    "journey",
-                    base,
-                    journey_notifier_url=urls["notifier"],
-                    journey_profile_url=urls["profile"],
-                    journey_timer_poll_seconds=0.1,
-                )
+
+        def journey_app() -> Any:
+            return service_app(
+                "journey",
+                base,
+                journey_notifier_url=urls["notifier"],
+                journey_profile_url=urls["profile"],
+                journey_timer_poll_seconds=0.1,
             )
+
+        journeys = contextlib.AsyncExitStack()
+        urls["journey"] = await journeys.enter_async_context(served(journey_app()))
+        shop = Shop(
+            urls, write.secret, admin.secret, inbox, hooks, hooks_url, journey_app, journeys
         )
-        yield Shop(urls, write.secret, admin.secret, inbox, hooks, hooks_url)
+        try:
+            yield shop
+        finally:
+            await shop.journey_stack.aclose()
 
 
 async def test_a_shop_through_the_whole_pipeline(shop: Shop) -> None:
@@ -265,3 +283,106 @@ async def test_a_shop_through_the_whole_pipeline(shop: Shop) -> None:
     await eventually(yui_promoted)
     await asyncio.sleep(2)
     assert len(shop.mail_to("ken@example.com")) == 1, "no marketing after the unsubscribe"
+
+
+async def test_birthdays_come_once_at_local_time_and_dormant_customers_are_won_back(
+    shop: Shop,
+) -> None:
+    for template, subject in (
+        ("birthday-coupon", "Happy birthday"),
+        ("winback-coupon", "We miss you"),
+    ):
+        saved = await shop.call(
+            "notifier", "PUT", f"/v1/templates/{template}",
+            json={"channel": "email", "subject": subject, "text": "{{ data.coupon }}"},
+        )  # fmt: skip
+        assert saved.status_code == 200, saved.text
+    tokyo = ZoneInfo("Asia/Tokyo")
+    local = datetime.now(tokyo) + timedelta(minutes=1, seconds=30)
+    at = local.strftime("%H:%M")
+    today = local.date()
+    await shop.track(
+        {"type": "identify", "userId": "aoi",
+         "traits": {"email": "aoi@example.com", "birthday": f"1994-{today:%m-%d}",
+                    "timezone": "Asia/Tokyo"}},
+        {"type": "identify", "userId": "sora",
+         "traits": {"email": "sora@example.com", "birthday": "1994-01-01" if today.month != 1
+                    else "1994-07-01", "timezone": "Asia/Tokyo"}},
+    )  # fmt: skip
+    created = await shop.call(
+        "journey",
+        "POST",
+        "/v1/journeys",
+        json={
+            "id": "birthday",
+            "name": "Birthday",
+            "trigger": {"type": "date", "trait": "birthday", "at": at, "spread": "PT1S"},
+            "start": "coupon",
+            "steps": {"coupon": {"type": "send", "channel": "email",
+                                 "template": "birthday-coupon", "data": {"coupon": "HBD20"}}},
+        },
+    )  # fmt: skip
+    assert created.status_code == 201, created.text
+
+    async def traits_known() -> bool:
+        found = await shop.call("profile", "GET", "/v1/customers/aoi")
+        return found.status_code == 200
+
+    await eventually(traits_known)
+    await asyncio.sleep(2)  # the journey service has seen the identify too
+    assert (await shop.call("journey", "POST", "/v1/journeys/birthday/activate")).status_code == 200
+
+    # dormant: one customer's last order 100 days ago, another's last week (backfilled)
+    now = datetime.now(UTC)
+    orders = "order_id,email,ordered_at,total\n" + "\n".join(
+        [
+            f"d1,rin@example.com,{(now - timedelta(days=100)).isoformat()},4000",
+            f"d2,kai@example.com,{(now - timedelta(days=7)).isoformat()},4000",
+        ]
+    )
+    customers = "email,first_name\nrin@example.com,Rin\nkai@example.com,Kai\n"
+    for kind, body in (("customers", customers), ("orders", orders)):
+        started = await shop.call(
+            "profile", "POST", f"/v1/imports?kind={kind}", content=body.encode(),
+            headers={"Content-Type": "text/csv"},
+        )  # fmt: skip
+        assert started.status_code == 202, started.text
+        status_url = started.json()["status_url"]
+
+        async def imported(url: str = status_url) -> bool:
+            answer = await shop.call("profile", "GET", url)
+            return bool(answer.json()["status"] == "completed")
+
+        await eventually(imported)
+    await asyncio.sleep(2)
+    winback = await shop.call(
+        "journey",
+        "POST",
+        "/v1/journeys/from-template/dormant-reactivation",
+        json={"id": "winback", "options": {"via": "inactivity", "days": 90, "holdout_percent": 0}},
+    )
+    assert winback.status_code == 201, winback.text
+    assert (await shop.call("journey", "POST", "/v1/journeys/winback/activate")).status_code == 200
+
+    async def won_back() -> bool:
+        return len(shop.mail_to("rin@example.com")) == 1
+
+    await eventually(won_back)
+
+    async def birthday_sent() -> bool:
+        return len(shop.mail_to("aoi@example.com")) == 1
+
+    await eventually(birthday_sent, timeout=180)
+    runs = (await shop.call("journey", "GET", "/v1/journeys/birthday/runs")).json()["runs"]
+    (run,) = runs
+    detail = (await shop.call("journey", "GET", f"/v1/runs/{run['run_id']}")).json()
+    sent = next(s for s in detail["steps"] if s["outcome"] == "sent")
+    sent_local = datetime.fromisoformat(sent["at"]).astimezone(tokyo)
+    due = local.replace(second=0, microsecond=0)
+    assert due <= sent_local < due + timedelta(minutes=1), "at the configured local time"
+    await shop.restart_journey()
+    await asyncio.sleep(5)
+    assert len(shop.mail_to("aoi@example.com")) == 1, "once, across a restart"
+    assert shop.mail_to("sora@example.com") == [], "not her birthday"
+    assert shop.mail_to("kai@example.com") == [], "ordered last week"
+    assert len(shop.mail_to("rin@example.com")) == 1
