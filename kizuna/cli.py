@@ -146,5 +146,43 @@ def report_deciles(
     typer.echo(decile_table(_fetch(url, "/v1/analysis/deciles", admin_key), colour=colour))
 
 
+@app.command("simulate-shop")
+def simulate_shop(
+    customers: Annotated[int, typer.Option(min=1, help="How many customers the shop has.")] = 2000,
+    seed: Annotated[int, typer.Option(help="The same seed gives the same shop.")] = 42,
+    backfill_days: Annotated[
+        float, typer.Option(min=0, help="Days of order history sent first (0: none).")
+    ] = 730,
+    backfill: Annotated[
+        bool, typer.Option(help="Send the history (--no-backfill: an earlier run did).")
+    ] = True,
+    rate: Annotated[float, typer.Option(min=0.01, help="Live events per second.")] = 10.0,
+    duration: Annotated[
+        float | None, typer.Option(min=0, help="Seconds of live traffic (unset: until Ctrl-C).")
+    ] = None,
+    ingest_url: Annotated[str, typer.Option(help="Ingest's address.")] = "http://127.0.0.1:8001",
+    profile_url: Annotated[str, typer.Option(help="Profile's address.")] = "http://127.0.0.1:8002",
+    write_key: Annotated[
+        str | None, typer.Option(help="Else KIZUNA_WRITE_KEY, else the key `kizuna dev` made.")
+    ] = None,
+    admin_key: Annotated[
+        str | None, typer.Option(help="Else KIZUNA_ADMIN_KEY, else `kizuna dev`'s (for --check).")
+    ] = None,
+    now: Annotated[
+        str | None, typer.Option(help="Where history ends, live starts (ISO 8601; unset: now).")
+    ] = None,
+    check: Annotated[bool, typer.Option(help="Ask profile afterwards what arrived.")] = True,
+) -> None:
+    """A seeded synthetic shop: two years of customers, carts and orders, then live traffic,
+    all through the public tracking API (docs/simulate-shop.md)."""
+    from kizuna.shop import command
+
+    options = command.Options(
+        customers, seed, backfill_days, backfill, rate, duration, ingest_url, profile_url,
+        write_key, admin_key, now, check,
+    )  # fmt: skip
+    raise typer.Exit(command.run(options))
+
+
 if __name__ == "__main__":
     app()
