@@ -8,6 +8,7 @@ from typing import Any
 from kizuna.db import create_engine
 from kizuna.embedded_pg import free_port
 from kizuna_journey.main import create_app as journey_app
+from kizuna_journey.scenarios import SCENARIOS
 from kizuna_journey.settings import JourneySettings
 from kizuna_notifier.main import create_app as notifier_app
 from kizuna_notifier.settings import NotifierSettings
@@ -61,6 +62,13 @@ async def test_missing_templates_are_refused_and_scenarios_bring_theirs(
             )
             assert saved.status_code == 200
             assert "warnings" not in saved.json()
+            for name in SCENARIOS:  # every scenario's own templates pass the notifier's checks
+                made = await api.post(
+                    f"/v1/journeys/from-template/{name}",
+                    json={"id": f"s-{name}"},
+                    headers=headers,
+                )
+                assert made.status_code == 201, f"{name}: {made.text}"
     lonely = journey_app(
         JourneySettings(**base, journey_notifier_url=f"http://127.0.0.1:{free_port()}")
     )

@@ -170,7 +170,7 @@ DEFAULT_TEMPLATES: dict[str, dict[str, str]] = {
     "cart-reminder": {
         "subject": "You left something in your cart",
         "text": "Hi {{ customer.first_name or 'there' }}, your cart is waiting:"
-        "{% for item in customer.cart.items %}\n- {{ item.name }}{% endfor %}",
+        "{% for item in data.properties.products or [] %}\n- {{ item.name }}{% endfor %}",
     },
     "cart-coupon": {
         "subject": "A little something to finish your order",
