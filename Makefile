@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev test lint format bench kafka migrate clean
+.PHONY: help install dev demo test lint format bench kafka migrate clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -23,6 +23,9 @@ install: $(INSTALLED) ## Create .venv and install Kizuna with its dev tools
 
 dev: $(INSTALLED) ## Run the whole platform on the embedded default (Ctrl-C stops it)
 	$(BIN)/kizuna dev
+
+demo: $(INSTALLED) ## With `make dev` running: a demo shop, its journeys and live traffic
+	$(BIN)/kizuna demo
 
 test: $(INSTALLED) ## Run the full suite against real PostgreSQL and a real Kafka broker
 	@command -v java >/dev/null || { echo "Java 17+ is required for the Kafka broker"; exit 1; }

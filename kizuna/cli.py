@@ -184,5 +184,49 @@ def simulate_shop(
     raise typer.Exit(command.run(options))
 
 
+@app.command()
+def demo(
+    customers: Annotated[int, typer.Option(min=10, help="Customers in the demo shop.")] = 2000,
+    history_days: Annotated[
+        float, typer.Option(min=1, help="Days of order history sent first.")
+    ] = 365,
+    rate: Annotated[float, typer.Option(min=0.1, help="Live events per second.")] = 20.0,
+    duration: Annotated[
+        float | None, typer.Option(min=0, help="Seconds of live traffic (unset: until Ctrl-C).")
+    ] = None,
+    port_base: Annotated[
+        int | None, typer.Option(help="The --port-base `kizuna dev` was started with.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="The same seed gives the same shop.")] = 42,
+) -> None:
+    """On top of a running `make dev`: a shop with history, the standard journeys with
+    minute-scale waits, live traffic, and what happens, as it happens."""
+    import sys
+
+    from kizuna import demo as demo_run
+    from kizuna.shop.command import find_key
+
+    urls = demo_run.urls_for(port_base)
+    down = demo_run.not_running(urls)
+    if down:
+        typer.echo(
+            f"kizuna demo: not running: {', '.join(down)}. Start the platform first:"
+            " `make dev` in another terminal.",
+            err=True,
+        )
+        raise typer.Exit(2)
+    write_key, admin_key = find_key("write", None), find_key("admin", None)
+    if write_key is None or admin_key is None:
+        typer.echo("kizuna demo: no keys: run `make dev` (it writes them) or set"
+                   " KIZUNA_WRITE_KEY and KIZUNA_ADMIN_KEY", err=True)  # fmt: skip
+        raise typer.Exit(2)
+    options = demo_run.DemoOptions(
+        customers=customers, history_days=history_days, rate=rate, duration=duration,
+        port_base=port_base, seed=seed,
+    )  # fmt: skip
+    platform = demo_run.Platform(urls, write_key, admin_key)
+    raise typer.Exit(demo_run.run(platform, options, sys.stdout))
+
+
 if __name__ == "__main__":
     app()

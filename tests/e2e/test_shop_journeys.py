@@ -27,10 +27,10 @@ import pytest
 from kizuna.db import create_engine
 from kizuna.settings import KizunaSettings
 from tests.helpers import make_workspace
-from tests.integration.apps import service_app
 from tests.integration.live import served
 from tests.integration.notifier.conftest import Inbox
 from tests.integration.notifier.webhook_receiver import WebhookReceiver
+from tests.integration.platform import journey_app, serve_all
 
 pytestmark = pytest.mark.kafka
 
@@ -104,39 +104,22 @@ async def shop(
         log_format="console",
         secret_key="e2e-secret-" + "k" * 40,
     )
-    urls: dict[str, str] = {}
     async with contextlib.AsyncExitStack() as stack:
         hooks_url = await stack.enter_async_context(served(hooks.app))
-        for name in ("ingest", "profile", "segmenter"):
-            urls[name] = await stack.enter_async_context(served(service_app(name, base)))
-        urls["notifier"] = await stack.enter_async_context(
-            served(
-                lambda own_url: service_app(
-                    "notifier",
-                    base,
-                    notifier_smtp_url=f"smtp://127.0.0.1:{smtp_port}",
-                    notifier_tracking_url=urls["ingest"],
-                    notifier_public_url=own_url,
-                    notifier_profile_url=urls["profile"],
-                    notifier_from="Tea Shop <news@tea.example>",
-                    notifier_webhook_allowed_networks="127.0.0.0/8",
-                )
-            )
+        journeys = contextlib.AsyncExitStack()
+        urls = await serve_all(
+            stack,
+            base,
+            journeys,
+            notifier_smtp_url=f"smtp://127.0.0.1:{smtp_port}",
+            notifier_from="Tea Shop <news@tea.example>",
         )
 
-        def journey_app() -> Any:
-            return service_app(
-                "journey",
-                base,
-                journey_notifier_url=urls["notifier"],
-                journey_profile_url=urls["profile"],
-                journey_timer_poll_seconds=0.1,
-            )
+        def make_journey() -> Any:
+            return journey_app(base, urls)
 
-        journeys = contextlib.AsyncExitStack()
-        urls["journey"] = await journeys.enter_async_context(served(journey_app()))
         shop = Shop(
-            urls, write.secret, admin.secret, inbox, hooks, hooks_url, journey_app, journeys
+            urls, write.secret, admin.secret, inbox, hooks, hooks_url, make_journey, journeys
         )
         try:
             yield shop
