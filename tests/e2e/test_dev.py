@@ -4,7 +4,9 @@ default, a clean stop on Ctrl-C, and the data still there on the next start."""
 from __future__ import annotations
 
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,8 +14,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from kizuna.embedded_pg import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -50,14 +50,28 @@ def stop(process: subprocess.Popen[str]) -> int:
 
 
 def free_port_base() -> int:
+    """BASE such that BASE+1..BASE+6 are free, below the ephemeral range: there, the client
+    side of any connection another test holds could take one of them in the meantime."""
+    rng = random.Random()
     while True:
-        base = free_port() - 10
-        if base > 1024:
-            return base
+        base = rng.randrange(20000, 32000, 10)
+        probes = []
+        try:
+            for port in range(base + 1, base + 7):  # the services, then PostgreSQL
+                probe = socket.socket()
+                probes.append(probe)
+                probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for probe in probes:
+                probe.close()
+        return base
 
 
 def test_dev_starts_everything_and_keeps_data_across_restart(tmp_path: Path) -> None:
-    port_base, pg_port = free_port_base(), free_port()
+    port_base = free_port_base()
+    pg_port = port_base + 6
     ports = [port_base + i for i in range(1, 6)]
 
     started = time.monotonic()

@@ -78,7 +78,7 @@ class Dispatcher:
         if not due:
             return 0
         answers = await asyncio.gather(*(self._attempt(row) for row in due))
-        await self._settle(due, answers)
+        await self._settle(due, answers, lease)
         return len(due)
 
     async def _attempt(self, row: Any) -> Attempt:
@@ -88,7 +88,9 @@ class Dispatcher:
             headers = signed_headers(keys, row.message_id, utcnow(), row.body)
             return await self.poster.attempt(row.url, row.body, headers)
 
-    async def _settle(self, due: Sequence[Any], answers: Sequence[Attempt]) -> None:
+    async def _settle(
+        self, due: Sequence[Any], answers: Sequence[Attempt], lease: datetime
+    ) -> None:
         now = self.clock()
         attempts, outcomes = [], []
         succeeded: set[str] = set()
@@ -124,7 +126,7 @@ class Dispatcher:
                 }
             )
         async with self.engine.begin() as conn:
-            await store.settle(conn, attempts, outcomes)
+            await store.settle(conn, attempts, outcomes, lease)
             await store.mark_health(conn, succeeded, failed, now)
             for endpoint_id, row in gone.items():
                 await self._disable(conn, row.workspace_id, endpoint_id, row.url, "410 Gone", now)

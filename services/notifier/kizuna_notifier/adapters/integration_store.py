@@ -98,10 +98,14 @@ async def claim_due(
 
 
 async def settle(
-    conn: AsyncConnection, attempts: Sequence[dict[str, Any]], outcomes: Sequence[dict[str, Any]]
+    conn: AsyncConnection,
+    attempts: Sequence[dict[str, Any]],
+    outcomes: Sequence[dict[str, Any]],
+    lease: datetime,
 ) -> None:
     """``attempts``: rows of the attempt log. ``outcomes``: (endpoint_id, message_id, status,
-    next_attempt_at, last_status, last_error) per delivery; each counts one attempt."""
+    next_attempt_at, last_status, last_error) per delivery taken under ``lease``; each counts
+    one attempt."""
     if attempts:
         await conn.execute(
             sa.text(
@@ -130,6 +134,7 @@ async def settle(
                 " CAST(:status AS text[]), CAST(:next_at AS timestamptz[]), CAST(:code AS int[]),"
                 " CAST(:err AS text[])) x(ep, msg, status, next_at, code, err)"
                 " WHERE d.endpoint_id = x.ep AND d.message_id = x.msg"
+                " AND d.next_attempt_at = :lease"  # a replay meanwhile made it due again: it wins
             ),
             {
                 "ep": [o["endpoint_id"] for o in outcomes],
@@ -138,6 +143,7 @@ async def settle(
                 "next_at": [o["next_attempt_at"] for o in outcomes],
                 "code": [o["last_status"] for o in outcomes],
                 "err": [o["last_error"] for o in outcomes],
+                "lease": lease,
             },
         )
 
