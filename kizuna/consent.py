@@ -36,6 +36,8 @@ def stamp_of(event: Envelope) -> str:
 
 def statements(event: Envelope) -> list[Statement]:
     payload = event.payload
+    if event.type == "identify":
+        return _from_traits(payload.get("traits"), stamp_of(event))
     name = payload.get("event")
     if event.type != "track" or not isinstance(name, str):
         return []
@@ -61,3 +63,15 @@ def statements(event: Envelope) -> list[Statement]:
     elif name == "Email Bounced" and str(properties.get("bounce_type", "")).lower() in HARD_BOUNCES:
         return [Statement("email", "suppressed", "hard_bounce", stamp)]
     return []
+
+
+def _from_traits(traits: object, stamp: str) -> list[Statement]:
+    """An identify's ``traits.consent``: ``{"email": true, "line": false}``."""
+    given = traits.get("consent") if isinstance(traits, dict) else None
+    if not isinstance(given, dict):
+        return []
+    return [
+        Statement(str(channel).lower(), "granted" if flag else "revoked", "traits", stamp)
+        for channel, flag in sorted(given.items())
+        if isinstance(flag, bool) and str(channel).lower() in CHANNELS
+    ]

@@ -49,6 +49,7 @@ KINDS = [
     track("Email Bounced", bounce_type="hard"),
     ("identify", {"traits": {"city": "Osaka"}}),
     ("identify", {"traits": {"city": "Kyoto", "plan": "gold"}}),
+    ("identify", {"traits": {"consent": {"email": False, "line": True}}}),
 ]
 
 EVENTS = st.lists(
@@ -112,3 +113,18 @@ def test_resolution_joins_alias_twins_in_the_batch_and_keeps_the_known_survivor(
     refs.append(EventRefs("e5", (Identifier("user_id", "u"), Identifier("email", "x@example.com"))))
     merged = plan(refs, owners, known, lambda ids, cause: f"new-{cause}")
     assert merged.merges == {"c-old": ("c-u", "e1")}, "the customer known by a userId survives"
+
+
+def test_consent_stated_in_identify_traits_counts_like_a_consent_event() -> None:
+    folded = fold(
+        [
+            event(1, 0, "identify", {"traits": {"consent": {"email": True, "fax": True}}}),
+            event(2, 5, *track("Consent Updated", channel="email", status="revoked")),
+            event(3, 9, "identify", {"traits": {"consent": {"email": True, "line": False}}}),
+        ]
+    )
+    assert {c: s.status for c, s in folded.consent.items()} == {
+        "email": "granted",
+        "line": "revoked",
+    }
+    assert folded.consent["email"].source == "traits"

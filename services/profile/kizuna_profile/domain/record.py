@@ -153,6 +153,18 @@ def _consent_statements(name: str, properties: dict[str, Any], stamp: Stamp) -> 
     return {channel: ConsentStatement(status, stamp, str(properties.get("source") or "event"))}
 
 
+def trait_consent(traits: dict[str, Any]) -> dict[str, bool]:
+    """``traits.consent`` of an identify: ``{"email": true, "line": false}`` → channel → granted."""
+    given = traits.get("consent")
+    if not isinstance(given, dict):
+        return {}
+    return {
+        channel: flag
+        for raw, flag in given.items()
+        if isinstance(flag, bool) and (channel := _channel(raw, "")) is not None
+    }
+
+
 def _suppression(name: str, properties: dict[str, Any]) -> str | None:
     if name == "Email Marked as Spam":
         return "email:complaint"
@@ -210,6 +222,13 @@ def observe(record: Record, event: Envelope) -> Record:
         updates = _object(payload.get("traits"))
         if updates:
             changes["traits"] = trait_map.apply(record.traits, updates, stamp)
+        stated = trait_consent(updates)
+        if stated:
+            consent = dict(record.consent)
+            for channel, granted in stated.items():
+                statement = ConsentStatement("granted" if granted else "revoked", stamp, "traits")
+                consent[channel] = _newer_consent(consent.get(channel), statement)
+            changes["consent"] = consent
     elif event.type == "track" and isinstance(payload.get("event"), str):
         changes.update(
             _track_changes(record, payload["event"], _object(payload.get("properties")), stamp)
