@@ -266,6 +266,18 @@ async def nudge_many(app: JourneyApp, customers: list[str]) -> str:
             },
         }
     )
+    await give_addresses(app, customers)
+    response = await app.client.post(
+        f"/v1/journeys/{journey_id}/enrolments",
+        json={"customer_ids": customers, "request_id": "nudge"},
+        headers=app.admin,
+    )
+    assert response.json()["enrolled"] == len(customers)
+    return journey_id
+
+
+async def give_addresses(app: JourneyApp, customers: list[str]) -> None:
+    """The journey's mirror learns an email address for each customer (<id>@example.com)."""
     async with app.journeys.engine.begin() as conn:
         await conn.execute(
             sa.text(
@@ -275,10 +287,3 @@ async def nudge_many(app: JourneyApp, customers: list[str]) -> str:
             ),
             {"ws": app.workspace_id, "c": customers},
         )
-    response = await app.client.post(
-        f"/v1/journeys/{journey_id}/enrolments",
-        json={"customer_ids": customers, "request_id": "nudge"},
-        headers=app.admin,
-    )
-    assert response.json()["enrolled"] == len(customers)
-    return journey_id

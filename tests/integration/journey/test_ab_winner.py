@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from kizuna import topics
 from kizuna.bus import OutgoingMessage
-from tests.integration.journey.conftest import JourneyApp
+from tests.integration.journey.conftest import JourneyApp, give_addresses
 
 CUSTOMERS = 1000
 
@@ -38,15 +38,7 @@ async def test_the_test_share_decides_and_the_rest_get_the_winner(
         }
     )
     customers = [f"c{i:04d}" for i in range(CUSTOMERS)]
-    async with app.journeys.engine.begin() as conn:
-        await conn.execute(
-            sa.text(
-                "INSERT INTO jr_customers (workspace_id, customer_id, traits)"
-                " SELECT :ws, c, jsonb_build_object('email', c || '@example.com')"
-                " FROM unnest(CAST(:c AS text[])) c"
-            ),
-            {"ws": app.workspace_id, "c": customers},
-        )
+    await give_addresses(app, customers)
     enrolled = await app.client.post(
         f"/v1/journeys/{journey_id}/enrolments",
         json={"customer_ids": customers, "request_id": "sale"},
