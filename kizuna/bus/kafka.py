@@ -61,8 +61,13 @@ class KafkaBus(Bus):
         self.publish_timeout_ms = publish_timeout_ms
         self._producer: AIOKafkaProducer | None = None
         self._batcher: RecordBatcher | None = None
+        self._replacing = asyncio.Lock()
+        self._retiring: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
+        self._producer, self._batcher = await self._new_producer()
+
+    async def _new_producer(self) -> tuple[AIOKafkaProducer, RecordBatcher]:
         producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap_servers,
             acks="all",
@@ -76,21 +81,48 @@ class KafkaBus(Bus):
         except KafkaError as error:
             await producer.stop()
             raise BusUnavailable(f"cannot reach Kafka at {self.bootstrap_servers}") from error
-        self._producer = producer
-        self._batcher = RecordBatcher(
+        batcher = RecordBatcher(
             producer,
             max_record_bytes=MAX_RECORD_BATCH_BYTES,
             timeout=self.publish_timeout_ms / 1000,
         )
-        self._batcher.start()
+        batcher.start()
+        return producer, batcher
+
+    async def _replace_failed_producer(self) -> None:
+        """A producer that lost a record batch can never send on that partition again (see
+        kafka_batcher): publish through a new one, with new sequence numbers. The old one
+        delivers or fails what it still holds, then stops."""
+        async with self._replacing:
+            old_producer, old_batcher = self._producer, self._batcher
+            if old_producer is None or old_batcher is None or old_batcher.failed is None:
+                return  # replaced meanwhile
+            self._producer, self._batcher = await self._new_producer()
+            log.warning("kafka_producer_replaced", error=repr(old_batcher.failed))
+            retiring = asyncio.create_task(self._retire(old_producer, old_batcher))
+            self._retiring.add(retiring)
+            retiring.add_done_callback(self._retiring.discard)
+
+    @staticmethod
+    async def _retire(producer: AIOKafkaProducer, batcher: RecordBatcher) -> None:
+        try:
+            await producer.stop()  # its batches are acknowledged or fail, and so their publishes
+        except KafkaError as error:
+            log.warning("kafka_producer_stop_failed", error=repr(error))
+        await batcher.close()
 
     async def close(self) -> None:
-        if self._batcher is not None:
-            await self._batcher.close()
-            self._batcher = None
-        if self._producer is not None:
-            await self._producer.stop()
-            self._producer = None
+        async with self._replacing:  # a replacement under way finishes first
+            if self._batcher is not None:
+                await self._batcher.close()
+                self._batcher = None
+            if self._producer is not None:
+                await self._producer.stop()
+                self._producer = None
+        if self._retiring:
+            _, stuck = await asyncio.wait(self._retiring, timeout=self.publish_timeout_ms / 1000)
+            for task in stuck:
+                task.cancel()
 
     @property
     def producer(self) -> AIOKafkaProducer:
@@ -129,6 +161,8 @@ class KafkaBus(Bus):
     async def publish_batch(self, topic: str, messages: Sequence[OutgoingMessage]) -> None:
         if not messages:
             return
+        if self._batcher is not None and self._batcher.failed is not None:
+            await self._replace_failed_producer()
         if self._batcher is None:
             raise RuntimeError("KafkaBus.start() was not called")
         try:

@@ -5,6 +5,12 @@ record batch per publish floods the broker with tiny batches when many small pub
 once. The batcher gets both right: publishes that arrive while a flush is under way wait for
 the next flush and share its batches; each caller returns once all of its messages are acked.
 Flushes run one after another, so per-key order holds across publishers.
+
+A record batch the producer fails (for one, a batch that expired while its partition had no
+leader, as happens when the broker restarts) leaves a gap in the idempotent producer's
+sequence numbers for that partition; the broker then refuses every later batch there with
+``OutOfOrderSequenceNumber`` and aiokafka never recovers. The batcher notes the first such
+failure in ``failed``; the bus then replaces the producer.
 """
 
 from __future__ import annotations
@@ -74,6 +80,7 @@ class RecordBatcher:
         self._lookups: set[asyncio.Task[None]] = set()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.failed: BaseException | None = None  # a record batch failed: replace the producer
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="kafka-record-batcher")
@@ -204,5 +211,10 @@ class RecordBatcher:
         acks: list[list[asyncio.Future[Any]]],
     ) -> None:
         acked = await self.producer.send_batch(batch, topic, partition=partition)
+        acked.add_done_callback(self._note_failure)
         for index in members:
             acks[index].append(acked)
+
+    def _note_failure(self, acked: asyncio.Future[Any]) -> None:
+        if not acked.cancelled() and acked.exception() is not None and self.failed is None:
+            self.failed = acked.exception()

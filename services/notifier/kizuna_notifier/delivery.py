@@ -8,7 +8,8 @@
 
 A request seen again after step 3 is ignored. If the process dies between 1 and 3, the ones
 left ``sending`` are sent again when the request is redelivered, with the same Message-ID:
-that window (the batch in flight) is the only place a recipient can get a copy twice."""
+that window (the batch in flight) is the only place a recipient can get a copy twice. (Step 3
+is retried for a while if the database is away, so a short outage does not reopen it.)"""
 
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ log = structlog.get_logger(__name__)
 MAX_ATTEMPTS = 6
 SEND_REQUESTED = "send.requested"
 UNSUBSCRIBE_DAYS = 365
+SETTLE_RETRY_SECONDS = 60.0  # how long recording sends already made is retried
 
 
 @dataclass
@@ -321,6 +323,29 @@ class Delivery:
         return self.settings.notifier_email_per_second
 
     async def _settle(
+        self,
+        workspace_id: str,
+        done: list[tuple[SendRequest, dict[str, Any], Result]],
+        attempts: dict[str, int],
+    ) -> None:
+        """Step 3. The mails are out: if the database is away for a moment, keep trying to
+        record them rather than fail the batch, whose redelivery would send every one of them
+        again (they are still ``sending``)."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + SETTLE_RETRY_SECONDS
+        backoff = 0.2
+        while True:
+            try:
+                await self._record_settled(workspace_id, done, attempts)
+                return
+            except Exception:
+                if loop.time() + backoff > give_up:
+                    raise
+                log.warning("settle_failed_will_retry", sends=len(done), exc_info=True)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _record_settled(
         self,
         workspace_id: str,
         done: list[tuple[SendRequest, dict[str, Any], Result]],
