@@ -1,9 +1,14 @@
 """Webhook deliveries: a signed POST (Standard Webhooks), no redirects followed, and no
-destination in a private, loopback or link-local range unless the allow-list names it."""
+destination in a private, loopback or link-local range unless the allow-list names it.
+
+The range check is made twice: by ``refusal`` before posting (a clear reason), and by the
+resolver the connection itself uses, so a name that resolves elsewhere between the two (DNS
+rebinding) is still refused. An IP literal is not resolved; ``refusal`` has checked it."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import ipaddress
 import socket
@@ -13,7 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 from standardwebhooks.webhooks import Webhook
 
 from kizuna_notifier.adapters.mail import Result
@@ -22,6 +28,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 RETRYABLE = frozenset({408, 425, 429})
 RESOLVED_SECONDS = 30.0
 EXCERPT = 500
+READ_BYTES = 4 * EXCERPT  # of an answer's body at most; a longer one's connection is dropped
 
 
 def parse_networks(text: str) -> list[Network]:
@@ -59,17 +66,65 @@ class Attempt:
     retry_after: str | None
 
 
+class DestinationRefused(OSError):
+    def __init__(self, reason: str) -> None:
+        super().__init__(errno.EACCES, reason)
+        self.reason = reason
+
+
+def _refused(address: str, allowed: Sequence[Network]) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    return not ip.is_global and not any(ip in network for network in allowed)
+
+
+class GuardedResolver(AbstractResolver):
+    """What the connection resolves a name to, refused as a whole when any address of it is
+    in a private, loopback or link-local range the allow-list does not name."""
+
+    def __init__(self, allowed: Sequence[Network]) -> None:
+        self.allowed = list(allowed)
+        self.inner = aiohttp.ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self.inner.resolve(host, port, family)
+        if any(_refused(result["host"], self.allowed) for result in found):
+            raise DestinationRefused(f"{host} is a private, loopback or link-local address")
+        return found
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
 class WebhookPoster:
     def __init__(
         self, allowed: Sequence[Network] = (), timeout: float = 10, connections: int = 100
     ) -> None:
         self.allowed = list(allowed)
-        self.client = httpx.AsyncClient(
-            timeout=timeout,
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-        )
+        self.timeout = timeout
+        self.connections = connections
+        self._session: aiohttp.ClientSession | None = None
+        self._resolver: GuardedResolver | None = None
         self._checked: dict[tuple[str, int], tuple[float, str | None]] = {}
+
+    def _client(self) -> aiohttp.ClientSession:
+        """Made on first use, inside the running loop (the poster may be built outside one)."""
+        if self._session is None:
+            self._resolver = GuardedResolver(self.allowed)
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=self.connections,
+                    resolver=self._resolver,
+                    ttl_dns_cache=int(RESOLVED_SECONDS),
+                ),
+                # per step, as before: getting a connection, and each wait for the answer
+                timeout=aiohttp.ClientTimeout(
+                    total=None, connect=self.timeout, sock_read=self.timeout
+                ),
+                cookie_jar=aiohttp.DummyCookieJar(),  # nothing carried between endpoints
+            )
+        return self._session
 
     async def refusal(self, url: str) -> str | None:
         """Why ``url`` may not be posted to, or None; a host's answer is kept a little while."""
@@ -93,12 +148,8 @@ class WebhookPoster:
             )
         except OSError as error:
             return f"cannot resolve {hostname}: {error}"
-        for info in infos:
-            address = ipaddress.ip_address(info[4][0])
-            if any(address in network for network in self.allowed):
-                continue
-            if not address.is_global:
-                return f"{hostname} is a private, loopback or link-local address"
+        if any(_refused(str(info[4][0]), self.allowed) for info in infos):
+            return f"{hostname} is a private, loopback or link-local address"
         return None
 
     async def attempt(self, url: str, body: str, headers: dict[str, str]) -> Attempt:
@@ -107,18 +158,21 @@ class WebhookPoster:
             return Attempt(None, 0, "", f"destination refused: {refusal}", None)
         started = time.monotonic()
         try:
-            response = await self.client.post(url, content=body.encode(), headers=headers)
-        except httpx.HTTPError as error:
+            async with self._client().post(
+                url, data=body.encode(), headers=headers, allow_redirects=False
+            ) as response:
+                excerpt = await _excerpt(response)
+                status, retry_after = response.status, response.headers.get("retry-after")
+        except (aiohttp.ClientError, TimeoutError) as error:
             latency = int((time.monotonic() - started) * 1000)
+            if isinstance(error, aiohttp.ClientConnectorError) and isinstance(
+                error.os_error, DestinationRefused
+            ):
+                reason = f"destination refused: {error.os_error.reason}"
+                return Attempt(None, latency, "", reason, None)
             return Attempt(None, latency, "", f"{type(error).__name__}: {error}"[:500], None)
         latency = int((time.monotonic() - started) * 1000)
-        return Attempt(
-            response.status_code,
-            latency,
-            response.text[:EXCERPT],
-            None,
-            response.headers.get("retry-after"),
-        )
+        return Attempt(status, latency, excerpt, None, retry_after)
 
     async def post(self, url: str, body: str, headers: dict[str, str]) -> Result:
         """The journey's webhook step: what the answer means for the send."""
@@ -135,4 +189,23 @@ class WebhookPoster:
         return Result("failed", detail)  # redirects and other 4xx are failures
 
     async def close(self) -> None:
-        await self.client.aclose()
+        session, resolver = self._session, self._resolver
+        self._session = self._resolver = None
+        if session is not None:
+            await session.close()
+        if resolver is not None:
+            await resolver.close()
+
+
+async def _excerpt(response: aiohttp.ClientResponse) -> str:
+    """The start of the answer's body as text; the rest is not read."""
+    data = b""
+    while len(data) < READ_BYTES:
+        chunk = await response.content.read(READ_BYTES - len(data))
+        if not chunk:
+            break
+        data += chunk
+    try:
+        return data.decode(response.charset or "utf-8", "replace")[:EXCERPT]
+    except LookupError:
+        return data.decode("utf-8", "replace")[:EXCERPT]
