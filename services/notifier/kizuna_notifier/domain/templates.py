@@ -5,6 +5,7 @@ sample; a problem names the part, the line and the reason. Pure: no I/O."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -201,9 +202,15 @@ def _first_line(source: str, name: str) -> int:
     return 1
 
 
+@functools.lru_cache(maxsize=256)
+def _compiled(kind: str, source: str) -> jinja2.Template:
+    """Compiling is ~30x the cost of rendering; a template's parts repeat for every send."""
+    return _environment(kind).from_string(source)
+
+
 def _render_string(path: str, source: str, context: Mapping[str, Any]) -> str:
     try:
-        return _environment(_part_kind(path)).from_string(source).render(**context)
+        return _compiled(_part_kind(path), source).render(**context)
     except jinja2.TemplateError as error:
         line = getattr(error, "lineno", None)
         raise RenderFailed(path, f"line {line}: {error}" if line else str(error)) from error
