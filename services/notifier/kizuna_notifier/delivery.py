@@ -251,7 +251,7 @@ class Delivery:
                 jobs.append(
                     (
                         request,
-                        {"message_id": message["Message-ID"], "recipient": decision.recipient},
+                        {"message_id": message.message_id, "recipient": decision.recipient},
                         functools.partial(self.mailer.send, workspace_id, request.send_id, message),
                     )
                 )

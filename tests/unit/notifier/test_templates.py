@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from email import message_from_bytes
+from email import policy as email_policy
+from email.message import EmailMessage
 from typing import Any
 
 import pytest
@@ -11,6 +14,15 @@ from kizuna_notifier.domain import email, templates
 from kizuna_notifier.domain.templates import TemplateBody
 
 SECRET = "s" * 40
+
+
+def parsed(mail: email.OutgoingMail) -> EmailMessage:
+    """What a receiving server reads."""
+    assert b"\r\n" in mail.data
+    assert b"\n" not in mail.data.replace(b"\r\n", b"")  # CRLF only, as SMTP wants
+    message = message_from_bytes(mail.data, policy=email_policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
 
 
 def template(**parts: Any) -> TemplateBody:
@@ -100,12 +112,19 @@ def test_email_has_parts_headers_tracking_and_a_stable_message_id() -> None:
         unsubscribe_url=None,
         one_click_url=None,
     )
-    assert mail["Message-ID"] == again["Message-ID"]
-    assert mail["Message-ID"].endswith("@shop.example.com>")
-    assert mail["List-Unsubscribe"] == "<https://kizuna.example.com/u/tok/one-click>"
-    assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    text = mail.get_body(("plain",))
-    html = mail.get_body(("html",))
+    assert mail.message_id == again.message_id
+    assert mail.message_id.endswith("@shop.example.com>")
+    assert (mail.sender, mail.recipient) == ("news@shop.example.com", "k@example.com")
+    message = parsed(mail)
+    assert message["Message-ID"] == mail.message_id
+    assert message["X-Kizuna-Send-Id"] == "send:run:mail:1"
+    assert message["List-Unsubscribe"] == "<https://kizuna.example.com/u/tok/one-click>"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert message["From"] == "Shop <news@shop.example.com>"
+    assert message["To"] == "k@example.com"
+    assert message["Subject"] == "Sale"
+    text = message.get_body(("plain",))
+    html = message.get_body(("html",))
     assert text is not None
     assert html is not None
     assert "Shop (https://shop.example.com/sale)" in text.get_content()
@@ -135,5 +154,38 @@ def test_transactional_mail_has_no_unsubscribe_headers() -> None:
         unsubscribe_url=None,
         one_click_url=None,
     )
-    assert mail["List-Unsubscribe"] is None
-    assert mail.get_content_type() == "text/plain"
+    message = parsed(mail)
+    assert message["List-Unsubscribe"] is None
+    assert message.get_content_type() == "text/plain"
+    assert message.get_content().splitlines() == ["Thanks"]
+
+
+def test_non_ascii_subject_sender_and_body_survive_the_wire() -> None:
+    envelope = email.Envelope(
+        "絆ショップ", "news@shop.example.jp", "k@example.com", "shop.example.jp"
+    )
+    long_line = "お買い物かごに商品が残っています。" * 20
+    parts = templates.Parts(
+        subject="【10%オフ】\r\nBcc: evil@example.com お忘れ物はありませんか",
+        html=f"<html><body><p>{long_line}</p></body></html>",
+    )
+    mail = email.build(
+        parts,
+        envelope,
+        "send:jp",
+        marketing=False,
+        tracking=None,
+        unsubscribe_url=None,
+        one_click_url=None,
+    )
+    assert mail.data.isascii()  # headers RFC 2047-encoded, bodies quoted-printable
+    message = parsed(mail)
+    assert message["Subject"] == "【10%オフ】  Bcc: evil@example.com お忘れ物はありませんか"
+    assert message["Bcc"] is None  # a line break in a subject cannot add a header
+    assert message["From"].addresses[0].display_name == "絆ショップ"
+    html = message.get_body(("html",))
+    text = message.get_body(("plain",))
+    assert html is not None
+    assert text is not None
+    assert long_line in html.get_content()
+    assert long_line in text.get_content()

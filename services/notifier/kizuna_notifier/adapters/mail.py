@@ -7,13 +7,14 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 from datetime import datetime
-from email.message import EmailMessage
 from typing import Literal, Protocol
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from kizuna_notifier.domain.email import OutgoingMail
 
 Verdict = Literal["sent", "bounced", "retry", "failed", "deferred"]
 
@@ -26,7 +27,7 @@ class Result:
 
 
 class Mailer(Protocol):
-    async def send(self, workspace_id: str, send_id: str, mail: EmailMessage) -> Result: ...
+    async def send(self, workspace_id: str, send_id: str, mail: OutgoingMail) -> Result: ...
 
     async def close(self) -> None: ...
 
@@ -37,7 +38,7 @@ class MailboxMailer:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
-    async def send(self, workspace_id: str, send_id: str, mail: EmailMessage) -> Result:
+    async def send(self, workspace_id: str, send_id: str, mail: OutgoingMail) -> Result:
         async with self.engine.begin() as conn:
             await conn.execute(
                 sa.text(
@@ -48,10 +49,10 @@ class MailboxMailer:
                 {
                     "ws": workspace_id,
                     "s": send_id,
-                    "m": mail["Message-ID"],
-                    "to": mail["To"],
-                    "subject": mail["Subject"],
-                    "raw": mail.as_bytes(),
+                    "m": mail.message_id,
+                    "to": mail.recipient,
+                    "subject": mail.subject,
+                    "raw": mail.data,
                 },
             )
         return Result("sent", "kept in the local mailbox")
@@ -86,11 +87,11 @@ class SmtpMailer:
             await client.login(self.username, self.password)
         return client
 
-    async def send(self, workspace_id: str, send_id: str, mail: EmailMessage) -> Result:
+    async def send(self, workspace_id: str, send_id: str, mail: OutgoingMail) -> Result:
         client = await self.pool.get()
         try:
             client = await self._connected(client)
-            errors, _ = await client.send_message(mail)
+            errors, _ = await client.sendmail(mail.sender, [mail.recipient], mail.data)
             refused = next(iter(errors.values()), None) if errors else None
             if refused is not None:
                 return _verdict(refused.code, refused.message)
