@@ -180,7 +180,7 @@ def test_non_ascii_subject_sender_and_body_survive_the_wire() -> None:
     )
     assert mail.data.isascii()  # headers RFC 2047-encoded, bodies quoted-printable
     message = parsed(mail)
-    assert message["Subject"] == "【10%オフ】  Bcc: evil@example.com お忘れ物はありませんか"
+    assert message["Subject"] == "【10%オフ】 Bcc: evil@example.com お忘れ物はありませんか"
     assert message["Bcc"] is None  # a line break in a subject cannot add a header
     assert message["From"].addresses[0].display_name == "絆ショップ"
     html = message.get_body(("html",))

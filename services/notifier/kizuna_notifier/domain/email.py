@@ -8,54 +8,15 @@ import hashlib
 import re
 import time
 from dataclasses import dataclass
-from email.charset import QP, Charset
-from email.header import Header
-from email.message import Message
-from email.mime.multipart import MIMEMultipart
-from email.mime.nonmultipart import MIMENonMultipart
-from email.policy import Compat32
 from email.utils import formataddr, formatdate
 from html.parser import HTMLParser
-from typing import cast
 
 from kizuna import tracking_tokens
+from kizuna_notifier.domain import mime
 from kizuna_notifier.domain.templates import Parts
 
 LINK = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(https?://[^"']+)\2""", re.IGNORECASE)
 TRACKING_DAYS = 90
-_UTF8 = Charset("utf-8")
-_UTF8.body_encoding = QP  # readable in a raw view, unlike base64
-MAX_LINE = 998  # RFC 5322
-
-
-class _WirePolicy(Compat32):
-    """compat32 (it takes headers as given, where the default policy parses each one at about
-    0.2 ms) with CRLF, and a plain ASCII header left on one line as the default policy leaves
-    it: compat32 would fold a long unbreakable value (a List-Unsubscribe URL) onto a line of
-    its own, which receivers read with a leading space."""
-
-    def fold(self, name: str, value: str) -> str:
-        if _plain(name, value):
-            return f"{name}: {value}{self.linesep}"
-        return super().fold(name, value)
-
-    def fold_binary(self, name: str, value: str) -> bytes:
-        if _plain(name, value):
-            return f"{name}: {value}{self.linesep}".encode("ascii")
-        return super().fold_binary(name, value)
-
-
-def _plain(name: str, value: object) -> bool:
-    return (
-        isinstance(value, str)
-        and value.isascii()
-        and "\r" not in value
-        and "\n" not in value
-        and len(name) + len(value) + 2 <= MAX_LINE
-    )
-
-
-_SMTP = _WirePolicy(linesep="\r\n")
 
 
 @dataclass(frozen=True)
@@ -163,12 +124,6 @@ class OutgoingMail:
     data: bytes
 
 
-def _text_part(body: str, subtype: str) -> Message:
-    part = MIMENonMultipart("text", subtype, charset="utf-8")
-    part.set_payload(body, _UTF8)
-    return part
-
-
 def build(
     parts: Parts,
     envelope: Envelope,
@@ -183,29 +138,27 @@ def build(
     text = parts.text or (text_from_html(html) if html else "")
     if marketing and unsubscribe_url:
         text = f"{text.rstrip()}\n\nUnsubscribe: {unsubscribe_url}\n"
-    mail: Message = _text_part(text if text.endswith("\n") else f"{text}\n", "plain")
     if html is not None:
         keep = frozenset(u for u in (unsubscribe_url, one_click_url) if u)
         if tracking is not None:
             html = track_links(html, send_id, tracking, keep)
-        mail = MIMEMultipart("alternative", _subparts=[mail, _text_part(html, "html")])
-    subject = (parts.subject or "").replace("\r", " ").replace("\n", " ").strip()
+    subject = " ".join((parts.subject or "").splitlines()).strip()
     identifier = message_id(send_id, envelope.domain)
-    # compat32 headers are taken as given (the default policy parses each one, at ~0.2 ms)
-    # compat32 writes a Header RFC 2047-encoded; typeshed only knows str
-    mail["Subject"] = subject if subject.isascii() else cast(str, Header(subject, "utf-8"))
-    mail["From"] = formataddr((envelope.sender_name, envelope.sender_address), "utf-8")
-    mail["To"] = envelope.recipient
-    mail["Date"] = formatdate(localtime=False)
-    mail["Message-ID"] = identifier
-    mail["X-Kizuna-Send-Id"] = send_id
+    headers = [
+        ("Subject", subject),
+        ("From", formataddr((envelope.sender_name, envelope.sender_address), "utf-8")),
+        ("To", envelope.recipient),
+        ("Date", formatdate(localtime=False)),
+        ("Message-ID", identifier),
+        ("X-Kizuna-Send-Id", send_id),
+    ]
     if marketing and one_click_url:
-        mail["List-Unsubscribe"] = f"<{one_click_url}>"
-        mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        headers.append(("List-Unsubscribe", f"<{one_click_url}>"))
+        headers.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
     return OutgoingMail(
         identifier,
         envelope.sender_address,
         envelope.recipient,
         subject,
-        mail.as_bytes(policy=_SMTP),
+        mime.message(headers, text, html),
     )
