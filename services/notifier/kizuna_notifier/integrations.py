@@ -2,9 +2,10 @@
 delivered, signed, retried and dead-lettered (docs/webhooks.md).
 
 The consumer only records (one transaction per batch); the dispatcher takes due deliveries
-under a lease, posts them concurrently and settles a whole round in one transaction. A
-delivery answered 2xx and settled is never attempted again; one answered 2xx whose settling
-was cut short by a crash is attempted again after its lease, with the same ``webhook-id``."""
+under a lease, posts them concurrently and settles a whole round in one transaction. Rounds
+overlap: the next is claimed and posting while the last settles. A delivery answered 2xx and
+settled is never attempted again; one answered 2xx whose settling was cut short by a crash
+is attempted again after its lease, with the same ``webhook-id``."""
 
 from __future__ import annotations
 
@@ -26,6 +27,15 @@ from kizuna_notifier.settings import NotifierSettings
 
 log = structlog.get_logger(__name__)
 DISABLED = "webhook.endpoint.disabled"
+PIPELINE = 2  # rounds in flight: the next one claimed and posting while the last settles
+
+
+@dataclass(frozen=True)
+class Claim:
+    rows: Sequence[Any]
+    lease: datetime
+    made: float  # loop time
+    start_by: float  # after which a post is no longer started: the lease could run out first
 
 
 @dataclass
@@ -36,9 +46,12 @@ class Dispatcher:
     clock: Callable[[], datetime] = utcnow
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     in_flight: asyncio.Semaphore = field(init=False)
+    settling: asyncio.Lock = field(init=False)
+    _disabled: dict[str, float] = field(init=False, default_factory=dict)  # id → loop time
 
     def __post_init__(self) -> None:
         self.in_flight = asyncio.Semaphore(self.settings.notifier_webhook_connections)
+        self.settling = asyncio.Lock()  # one round's settle at a time: endpoint rows in order
 
     async def record(self, events: Sequence[Envelope]) -> int:
         """Keeps the webhook messages these events stand for and makes a delivery for every
@@ -71,32 +84,92 @@ class Dispatcher:
 
     async def dispatch_due(self) -> int:
         """One round: the due deliveries, posted concurrently. Returns how many were tried."""
+        claim = await self._claim()
+        if claim is None:
+            return 0
+        await self._round(claim)
+        return len(claim.rows)
+
+    async def drain(self) -> int:
+        """Rounds until one finds nothing due, ``PIPELINE`` of them in flight: the next is
+        claimed while the last posts, and posts while the one before settles. Returns how many
+        deliveries were taken. A failure (a claim's, or a round's settle given up) is raised
+        once the rounds in flight have ended; only a cancellation stops them, and their leases
+        bring their deliveries back."""
+        taken = 0
+        rounds: set[asyncio.Task[None]] = set()
+        failures: list[BaseException] = []
+
+        def reap(done: set[asyncio.Task[None]]) -> None:
+            for task in done:
+                rounds.discard(task)
+                error = None if task.cancelled() else task.exception()
+                if error is not None:
+                    failures.append(error)
+
+        try:
+            while not failures:
+                if len(rounds) >= PIPELINE:
+                    reap((await asyncio.wait(rounds, return_when=asyncio.FIRST_COMPLETED))[0])
+                    continue
+                claim = await self._claim()
+                if claim is None:
+                    break
+                taken += len(claim.rows)
+                rounds.add(asyncio.create_task(self._round(claim)))
+        except asyncio.CancelledError:
+            for task in rounds:
+                task.cancel()
+            raise
+        except Exception as error:
+            failures.append(error)
+        finally:
+            if rounds:
+                reap((await asyncio.wait(rounds))[0])
+        if failures:
+            for extra in failures[1:]:
+                log.error("webhook_round_failed", exc_info=extra)
+            raise failures[0]
+        return taken
+
+    async def _claim(self) -> Claim | None:
         now = self.clock()
-        lease = now + timedelta(seconds=self.settings.notifier_webhook_lease_seconds)
+        seconds = self.settings.notifier_webhook_lease_seconds
+        lease = now + timedelta(seconds=seconds)
+        made = asyncio.get_running_loop().time()
         async with self.engine.begin() as conn:
             due = await store.claim_due(conn, now, lease, self.settings.notifier_webhook_batch_size)
-        if not due:
-            return 0
-        answers = await asyncio.gather(*(self._attempt(row) for row in due))
-        await self._settle(due, answers, lease)
-        return len(due)
+        return Claim(due, lease, made, made + seconds / 2) if due else None
 
-    async def _attempt(self, row: Any) -> Attempt:
+    async def _round(self, claim: Claim) -> None:
+        answers = await asyncio.gather(*(self._attempt(row, claim) for row in claim.rows))
+        tried = [(row, a) for row, a in zip(claim.rows, answers, strict=True) if a is not None]
+        if tried:
+            await self._settle(tried, claim.lease)
+
+    async def _attempt(self, row: Any, claim: Claim) -> Attempt | None:
+        """None: not tried, because its endpoint was disabled after the claim (by a round in
+        flight beside it) or its lease is half gone; the lease brings it back."""
         keys = [s["secret"] for s in endpoints.active(row.secrets, self.clock())]
-        # the signature's time is the receiver's replay guard: real time, not the clock
         async with self.in_flight:
+            now = asyncio.get_running_loop().time()
+            if now > claim.start_by or self._disabled.get(row.endpoint_id, 0.0) > claim.made:
+                return None
+            # the signature's time is the receiver's replay guard: real time, not the clock
             headers = signed_headers(keys, row.message_id, utcnow(), row.body)
             return await self.poster.attempt(row.url, row.body, headers)
 
-    async def _settle(
-        self, due: Sequence[Any], answers: Sequence[Attempt], lease: datetime
-    ) -> None:
+    async def _settle(self, tried: Sequence[tuple[Any, Attempt]], lease: datetime) -> None:
+        async with self.settling:
+            await self._record_settled(tried, lease)
+
+    async def _record_settled(self, tried: Sequence[tuple[Any, Attempt]], lease: datetime) -> None:
         now = self.clock()
         attempts, outcomes = [], []
         succeeded: set[str] = set()
         failed: set[str] = set()
         gone: dict[str, Any] = {}
-        for row, answer in zip(due, answers, strict=True):
+        for row, answer in tried:
             attempts.append(
                 {
                     "endpoint_id": row.endpoint_id,
@@ -161,6 +234,7 @@ class Dispatcher:
     ) -> None:
         if not await store.disable(conn, endpoint_id, reason, now):
             return
+        self._disabled[endpoint_id] = asyncio.get_running_loop().time()
         log.warning("webhook_endpoint_disabled", endpoint=endpoint_id, reason=reason)
         message = integrations.build(
             workspace_id,
@@ -187,7 +261,7 @@ class Dispatcher:
         while True:
             self.wakeup.clear()
             try:
-                tried = await self.dispatch_due()
+                tried = await self.drain()
             except Exception:
                 log.exception("webhook_dispatch_failed")
                 tried = 0

@@ -27,6 +27,7 @@ from kizuna_notifier.adapters.mail import Result
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 RETRYABLE = frozenset({408, 425, 429})
 RESOLVED_SECONDS = 30.0
+CHECKED_URLS = 10_000  # answers kept before the stale ones are dropped
 EXCERPT = 500
 READ_BYTES = 4 * EXCERPT  # of an answer's body at most; a longer one's connection is dropped
 
@@ -106,7 +107,7 @@ class WebhookPoster:
         self.connections = connections
         self._session: aiohttp.ClientSession | None = None
         self._resolver: GuardedResolver | None = None
-        self._checked: dict[tuple[str, int], tuple[float, str | None]] = {}
+        self._checked: dict[str, tuple[float, str | None]] = {}  # url → (until, refusal)
 
     def _client(self) -> aiohttp.ClientSession:
         """Made on first use, inside the running loop (the poster may be built outside one)."""
@@ -127,18 +128,19 @@ class WebhookPoster:
         return self._session
 
     async def refusal(self, url: str) -> str | None:
-        """Why ``url`` may not be posted to, or None; a host's answer is kept a little while."""
+        """Why ``url`` may not be posted to, or None; the answer is kept a little while."""
+        now = time.monotonic()
+        cached = self._checked.get(url)
+        if cached is not None and cached[0] > now:
+            return cached[1]
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             return "not an http(s) URL"
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        key = (parts.hostname, port)
-        now = time.monotonic()
-        cached = self._checked.get(key)
-        if cached is not None and cached[0] > now:
-            return cached[1]
         refusal = await self._check(parts.hostname, port)
-        self._checked[key] = (now + RESOLVED_SECONDS, refusal)
+        if len(self._checked) >= CHECKED_URLS:
+            self._checked = {u: c for u, c in self._checked.items() if c[0] > now}
+        self._checked[url] = (now + RESOLVED_SECONDS, refusal)
         return refusal
 
     async def _check(self, hostname: str, port: int) -> str | None:
@@ -200,11 +202,8 @@ class WebhookPoster:
 async def _excerpt(response: aiohttp.ClientResponse) -> str:
     """The start of the answer's body as text; the rest is not read."""
     data = b""
-    while len(data) < READ_BYTES:
-        chunk = await response.content.read(READ_BYTES - len(data))
-        if not chunk:
-            break
-        data += chunk
+    while len(data) < READ_BYTES and not response.content.at_eof():
+        data += await response.content.read(READ_BYTES - len(data))
     try:
         return data.decode(response.charset or "utf-8", "replace")[:EXCERPT]
     except LookupError:
