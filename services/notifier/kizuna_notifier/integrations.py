@@ -5,7 +5,8 @@ The consumer only records (one transaction per batch); the dispatcher takes due 
 under a lease, posts them concurrently and settles a whole round in one transaction. Rounds
 overlap: the next is claimed and posting while the last settles. A delivery answered 2xx and
 settled is never attempted again; one answered 2xx whose settling was cut short by a crash
-is attempted again after its lease, with the same ``webhook-id``."""
+is attempted again after its lease, with the same ``webhook-id``. Settling is retried for a
+while when PostgreSQL is away, so a moment's outage repeats nothing."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import asyncpg
 import structlog
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kizuna.aio import wait_event
@@ -28,6 +31,8 @@ from kizuna_notifier.settings import NotifierSettings
 log = structlog.get_logger(__name__)
 DISABLED = "webhook.endpoint.disabled"
 PIPELINE = 2  # rounds in flight: the next one claimed and posting while the last settles
+SETTLE_RETRY_SECONDS = 60.0  # how long recording attempts already made is retried
+DATABASE_AWAY = (DBAPIError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 @dataclass(frozen=True)
@@ -160,8 +165,22 @@ class Dispatcher:
             return await self.poster.attempt(row.url, row.body, headers)
 
     async def _settle(self, tried: Sequence[tuple[Any, Attempt]], lease: datetime) -> None:
+        """The posts are made: if the database is away for a moment, keep trying to record them
+        rather than leave them to their lease, after which each would be posted again."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + SETTLE_RETRY_SECONDS
+        backoff = 0.2
         async with self.settling:
-            await self._record_settled(tried, lease)
+            while True:
+                try:
+                    await self._record_settled(tried, lease)
+                    return
+                except DATABASE_AWAY:
+                    if loop.time() + backoff > give_up:
+                        raise
+                    log.warning("webhook_settle_failed_will_retry", n=len(tried), exc_info=True)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
 
     async def _record_settled(self, tried: Sequence[tuple[Any, Attempt]], lease: datetime) -> None:
         now = self.clock()
