@@ -1,5 +1,5 @@
-"""Integration webhook deliveries/s against a local receiver, next to a bare httpx loop; memory
-with 10,000 and 50,000 pending retries.
+"""Integration webhook deliveries/s against a local receiver, next to a bare httpx loop and a
+bare aiohttp loop; memory with 10,000 and 50,000 pending retries.
 
 Run with ``.venv/bin/python bench/bench_webhooks.py [--messages N] [--rounds R]`` (default
 10,000 messages, 3 rounds). Starts an embedded PostgreSQL (schema applied with
@@ -17,18 +17,22 @@ receiver and over ``notifier_webhook_connections`` (100; ``--connections``) conn
     ``integration_store.create_endpoint`` subscribed to ``order.completed``. N ``Order
     Completed`` track envelopes (as the tests build them) are recorded with
     ``Dispatcher.record`` in batches of ``consumer_batch_size`` (timed apart: record
-    events/s), then ``dispatch_due()`` is called until it finds nothing due: claim under the
-    lease, sign, post, settle. Timed: the draining only.
-(b) baseline: a bare ``httpx.AsyncClient`` (the poster's limits, timeout, no redirects) and as
-    many workers as connections posting the same N bodies with the same headers, signed
-    beforehand with ``standardwebhooks`` outside the timing.
+    events/s), then ``Dispatcher.drain()``, what the service's loop runs, until a claim finds
+    nothing due: rounds claimed under the lease, signed, posted and settled, two in flight
+    (one posting while the one before settles). Timed: the draining only.
+(b) httpx baseline: a bare ``httpx.AsyncClient`` (the limits, timeout and no redirects the
+    poster had with httpx) and as many workers as connections posting the same N bodies with
+    the same headers, signed beforehand with ``standardwebhooks`` outside the timing.
+(b2) aiohttp baseline: the same with a bare ``aiohttp.ClientSession`` (``TCPConnector(limit=
+    connections)``, no redirects, the body read): the client the poster uses.
 (c) raw client, informational: the same signed requests serialised beforehand and written by a
     minimal HTTP/1.1 keep-alive client on asyncio streams, connected before the timing: what
-    the receiver and the loopback take, i.e. how much of (b) is httpx.
+    the receiver and the loopback take, i.e. how much of (b) and (b2) is the client.
 
 A warm-up round of each (2,000) comes first, not counted; the rounds then alternate the order
-of the cases; each figure is the median of the rounds. Checked in every notifier round:
-``record`` made N deliveries, ``dispatch_due`` tried N, every delivery is ``succeeded`` after
+of the cases; each figure is the median of the rounds; the ratios are the notifier's to each
+baseline. Checked in every notifier round:
+``record`` made N deliveries, ``drain`` took N, every delivery is ``succeeded`` after
 one attempt in PostgreSQL, the attempt log holds N answers 200, the receiver verified N
 deliveries with N distinct ids and refused none; in every baseline and raw round: N answers
 200, N verified with N distinct ids. A failed check fails the run (exit status 1, the JSON
@@ -76,6 +80,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import sqlalchemy as sa
 import uvicorn
@@ -334,6 +339,7 @@ class Bench:
     receiver: Receiver
     sql: SqlTimer
     baseline_client: httpx.AsyncClient
+    aiohttp_client: aiohttp.ClientSession
     labels: Iterator[int] = field(default_factory=itertools.count)
 
     def label(self, prefix: str) -> str:
@@ -348,13 +354,11 @@ class Bench:
         return time.perf_counter() - started, made
 
     async def drain(self) -> tuple[float, int, int]:
-        """dispatch_due() until it finds nothing due: (seconds, deliveries tried, rounds)."""
+        """Dispatcher.drain(): (seconds, deliveries tried, rounds of a batch each)."""
         started = time.perf_counter()
-        tried = rounds = 0
         async with asyncio.timeout(TIMEOUT_SECONDS):
-            while found := await self.dispatcher.dispatch_due():
-                tried += found
-                rounds += 1
+            tried = await self.dispatcher.drain()
+        rounds = -(-tried // self.settings.notifier_webhook_batch_size)
         return time.perf_counter() - started, tried, rounds
 
     async def notifier_round(
@@ -381,7 +385,7 @@ class Bench:
         if made != n:
             errors.append(f"{label}: record made {made} deliveries, expected {n}")
         if tried != n:
-            errors.append(f"{label}: dispatch_due tried {tried}, expected {n}")
+            errors.append(f"{label}: drain took {tried}, expected {n}")
         async with self.engine.connect() as conn:
             states = (
                 await conn.execute(
@@ -438,6 +442,43 @@ class Bench:
             for body, headers in order:
                 response = await client.post(url, content=body, headers=headers)
                 statuses[response.status_code] += 1
+
+        await self.receiver.reset()
+        cpu = cpu_seconds()
+        started = time.perf_counter()
+        async with asyncio.timeout(TIMEOUT_SECONDS):
+            await asyncio.gather(
+                *(worker() for _ in range(self.settings.notifier_webhook_connections))
+            )
+        seconds = time.perf_counter() - started
+        cpu = cpu_seconds() - cpu
+        errors = []
+        if dict(statuses) != {200: n}:
+            errors.append(f"{label}: answers {dict(statuses)}, expected {n} answers 200")
+        errors += arrival_errors(label, await self.receiver.counts(), n)
+        return {
+            "deliveries_s": n / seconds,
+            "seconds": seconds,
+            "cpu_ms_per_delivery": cpu / n * 1000,
+            "errors": errors,
+        }
+
+    async def aiohttp_round(self, messages: Sequence[integrations.Message]) -> dict[str, Any]:
+        label = f"aiohttp round {messages[0].id}"
+        n = len(messages)
+        prepared = signed(messages)
+        url = f"{self.receiver.base}/hook/ok"
+        statuses: Counter[int] = Counter()
+        order = iter(prepared)
+        client = self.aiohttp_client
+
+        async def worker() -> None:
+            for body, headers in order:
+                async with client.post(
+                    url, data=body, headers=headers, allow_redirects=False
+                ) as response:
+                    await response.read()
+                    statuses[response.status] += 1
 
         await self.receiver.reset()
         cpu = cpu_seconds()
@@ -676,14 +717,31 @@ async def measure(url: str, receiver: Receiver, options: Options) -> dict[str, A
         follow_redirects=False,
         limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
     )
+    aiohttp_client = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=connections),
+        timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_read=10),
+    )
     memory: dict[str, float] = {"start": rss_mib()}
-    cases: dict[str, list[dict[str, Any]]] = {"notifier": [], "baseline": [], "raw": []}
+    cases: dict[str, list[dict[str, Any]]] = {
+        "notifier": [],
+        "baseline": [],
+        "aiohttp": [],
+        "raw": [],
+    }
     loaded: list[dict[str, Any]] = []
     errors: list[str] = []
     profile_text = None
     try:
         await create_endpoints(engine, receiver.base)
-        bench = Bench(settings, engine, dispatcher, receiver, SqlTimer(engine), baseline_client)
+        bench = Bench(
+            settings,
+            engine,
+            dispatcher,
+            receiver,
+            SqlTimer(engine),
+            baseline_client,
+            aiohttp_client,
+        )
         at = utcnow()
 
         def batch(ws: str, count: int) -> list[Envelope]:
@@ -696,6 +754,7 @@ async def measure(url: str, receiver: Receiver, options: Options) -> dict[str, A
         warmups = [
             await bench.notifier_round(warm),
             await bench.baseline_round(bodies(warm)),
+            await bench.aiohttp_round(bodies(warm)),
             await bench.raw_round(bodies(warm)),
         ]
         errors += [e for r in warmups for e in r["errors"]]
@@ -705,17 +764,20 @@ async def measure(url: str, receiver: Receiver, options: Options) -> dict[str, A
                 await auto.execute(sa.text(f"VACUUM ANALYZE {table}"))
         for i in range(options.rounds):
             envelopes = batch(WS, n)
-            order = ["notifier", "baseline", "raw"]
+            order = ["notifier", "baseline", "aiohttp", "raw"]
             for case in order if i % 2 == 0 else order[::-1]:
                 if case == "notifier":
                     cases[case].append(await bench.notifier_round(envelopes))
                 elif case == "baseline":
                     cases[case].append(await bench.baseline_round(bodies(envelopes)))
+                elif case == "aiohttp":
+                    cases[case].append(await bench.aiohttp_round(bodies(envelopes)))
                 else:
                     cases[case].append(await bench.raw_round(bodies(envelopes)))
             print(
                 f"  round {i + 1}: notifier {cases['notifier'][-1]['deliveries_s']:,.0f},"
                 f" httpx baseline {cases['baseline'][-1]['deliveries_s']:,.0f},"
+                f" aiohttp baseline {cases['aiohttp'][-1]['deliveries_s']:,.0f},"
                 f" raw client {cases['raw'][-1]['deliveries_s']:,.0f} deliveries/s"
                 f" (load average {os.getloadavg()[0]:.2f})",
                 flush=True,
@@ -753,12 +815,15 @@ async def measure(url: str, receiver: Receiver, options: Options) -> dict[str, A
     finally:
         await poster.close()
         await baseline_client.aclose()
+        await aiohttp_client.close()
         await engine.dispose()
 
     notifier, baseline, raw = cases["notifier"], cases["baseline"], cases["raw"]
-    errors += [e for r in [*notifier, *baseline, *raw] for e in r["errors"]]
+    with_aiohttp = cases["aiohttp"]
+    errors += [e for r in [*notifier, *baseline, *with_aiohttp, *raw] for e in r["errors"]]
     notifier_s = median_of(notifier, "deliveries_s")
     baseline_s = median_of(baseline, "deliveries_s")
+    aiohttp_s = median_of(with_aiohttp, "deliveries_s")
     sql_per_round: dict[str, float] = defaultdict(float)
     for r in notifier:
         for name, seconds in r["sql_seconds"].items():
@@ -778,8 +843,15 @@ async def measure(url: str, receiver: Receiver, options: Options) -> dict[str, A
             round(a["deliveries_s"] / b["deliveries_s"], 3)
             for a, b in zip(notifier, baseline, strict=True)
         ],
+        "aiohttp_deliveries_s": round(aiohttp_s),
+        "ratio_to_aiohttp": round(notifier_s / aiohttp_s, 3),
+        "ratio_to_aiohttp_samples": [
+            round(a["deliveries_s"] / b["deliveries_s"], 3)
+            for a, b in zip(notifier, with_aiohttp, strict=True)
+        ],
         "notifier_samples_deliveries_s": [round(r["deliveries_s"]) for r in notifier],
         "baseline_samples_deliveries_s": [round(r["deliveries_s"]) for r in baseline],
+        "aiohttp_samples_deliveries_s": [round(r["deliveries_s"]) for r in with_aiohttp],
         "raw_client_deliveries_s": round(median_of(raw, "deliveries_s")),
         "raw_client_samples_deliveries_s": [round(r["deliveries_s"]) for r in raw],
         "baseline_vs_raw_client": round(baseline_s / median_of(raw, "deliveries_s"), 3),
@@ -789,6 +861,7 @@ async def measure(url: str, receiver: Receiver, options: Options) -> dict[str, A
         "record_events_s": round(median_of(notifier, "record_events_s")),
         "notifier_cpu_ms_per_delivery": round(median_of(notifier, "cpu_ms_per_delivery"), 3),
         "baseline_cpu_ms_per_delivery": round(median_of(baseline, "cpu_ms_per_delivery"), 3),
+        "aiohttp_cpu_ms_per_delivery": round(median_of(with_aiohttp, "cpu_ms_per_delivery"), 3),
         "raw_client_cpu_ms_per_delivery": round(median_of(raw, "cpu_ms_per_delivery"), 3),
         "notifier_sql_wall_seconds_per_round": {
             name: round(s, 3) for name, s in sorted(sql_per_round.items(), key=lambda i: -i[1])
@@ -817,7 +890,9 @@ async def measure(url: str, receiver: Receiver, options: Options) -> dict[str, A
         "load_average_end": [round(x, 2) for x in os.getloadavg()],
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
-        "versions": {name: version(name) for name in ("httpx", "httpcore", "anyio", "uvloop")},
+        "versions": {
+            name: version(name) for name in ("aiohttp", "httpx", "httpcore", "anyio", "uvloop")
+        },
         # httpcore imports sniffio on every pool operation; absent, each is a failed import
         "sniffio_importable": importlib.util.find_spec("sniffio") is not None,
         "errors": errors,
@@ -828,7 +903,9 @@ async def measure(url: str, receiver: Receiver, options: Options) -> dict[str, A
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Webhook deliveries/s vs a bare httpx loop.")
+    parser = argparse.ArgumentParser(
+        description="Webhook deliveries/s vs bare httpx and aiohttp loops."
+    )
     parser.add_argument("--messages", type=int, default=10_000, help="deliveries per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--pending", type=int, default=10_000, help="pending retries, first")
@@ -876,17 +953,22 @@ def main() -> int:
         f"notifier   {figures['notifier_deliveries_s']:>6,} deliveries/s"
         f"  {figures['notifier_cpu_ms_per_delivery']} ms CPU each"
         f"  (rounds {figures['notifier_samples_deliveries_s']})\n"
-        f"baseline   {figures['baseline_deliveries_s']:>6,} deliveries/s"
+        f"httpx      {figures['baseline_deliveries_s']:>6,} deliveries/s"
         f"  {figures['baseline_cpu_ms_per_delivery']} ms CPU each"
         f"  (rounds {figures['baseline_samples_deliveries_s']}; bare httpx)\n"
+        f"aiohttp    {figures['aiohttp_deliveries_s']:>6,} deliveries/s"
+        f"  {figures['aiohttp_cpu_ms_per_delivery']} ms CPU each"
+        f"  (rounds {figures['aiohttp_samples_deliveries_s']}; bare aiohttp)\n"
         f"raw client {figures['raw_client_deliveries_s']:>6,} deliveries/s"
         f"  {figures['raw_client_cpu_ms_per_delivery']} ms CPU each"
         f"  (rounds {figures['raw_client_samples_deliveries_s']}; asyncio streams)\n"
-        f"ratio      {figures['ratio']} notifier ÷ baseline (rounds {figures['ratio_samples']});"
+        f"ratio      {figures['ratio']} notifier ÷ httpx (rounds {figures['ratio_samples']}),"
+        f" {figures['ratio_to_aiohttp']} notifier ÷ aiohttp"
+        f" (rounds {figures['ratio_to_aiohttp_samples']});"
         f" target ≥ {TARGET_DELIVERIES_S:,}/s:"
         f" {'met' if met['deliveries_s_ge_2000'] else 'NOT met'}\n"
         f"record     {figures['record_events_s']:,} events/s (not in the rates)\n"
-        f"SQL        {figures['notifier_sql_share']:.0%} of the notifier's time:"
+        f"SQL        {figures['notifier_sql_share']:.0%} of the notifier's time (overlaps posts):"
         f" {figures['notifier_sql_wall_seconds_per_round']}\n"
         f"pending    {figures['with_pending_retries']};"
         f" idle dispatch_due {figures['idle_dispatch_due_ms_with_pending']} ms\n"
