@@ -322,10 +322,15 @@ def as_email_message(data: bytes) -> EmailMessage:
             message[name] = str(parsed[name])
     text, html = parsed.get_body(("plain",)), parsed.get_body(("html",))
     assert isinstance(text, EmailMessage)
-    message.set_content(text.get_content())
+    message.set_content(lines(text.get_content()))
     if isinstance(html, EmailMessage) and html is not text:
-        message.add_alternative(html.get_content(), subtype="html")
+        message.add_alternative(lines(html.get_content()), subtype="html")
     return message
+
+
+def lines(content: str) -> str:
+    """A part's text with ``\n`` line ends, as a template renders it (the wire has CRLF)."""
+    return content.replace("\r\n", "\n")
 
 
 def arrival_errors(name: str, phase: Phase, expected_ids: set[bytes]) -> list[str]:
