@@ -152,29 +152,36 @@ async def mark_health(
     conn: AsyncConnection, succeeded: Iterable[str], failed: Iterable[str], now: datetime
 ) -> None:
     """A success clears an endpoint's failing streak; a failure starts one if none is running."""
-    await conn.execute(
-        sa.text(
-            "UPDATE nt_endpoints SET last_success_at = :now, failing_since = NULL"
-            " WHERE id = ANY(CAST(:ids AS text[]))"
-        ),
-        {"now": now, "ids": sorted(set(succeeded))},
-    )
-    await conn.execute(
-        sa.text(
-            "UPDATE nt_endpoints SET failing_since = :now WHERE id = ANY(CAST(:ids AS text[]))"
-            " AND failing_since IS NULL"
-        ),
-        {"now": now, "ids": sorted(set(failed) - set(succeeded))},
-    )
+    ok = sorted(set(succeeded))
+    failing = sorted(set(failed) - set(ok))
+    if ok:
+        await conn.execute(
+            sa.text(
+                "UPDATE nt_endpoints SET last_success_at = :now, failing_since = NULL"
+                " WHERE id = ANY(CAST(:ids AS text[]))"
+            ),
+            {"now": now, "ids": ok},
+        )
+    if failing:
+        await conn.execute(
+            sa.text(
+                "UPDATE nt_endpoints SET failing_since = :now WHERE id = ANY(CAST(:ids AS text[]))"
+                " AND failing_since IS NULL"
+            ),
+            {"now": now, "ids": failing},
+        )
 
 
 async def failing_too_long(conn: AsyncConnection, ids: Iterable[str], since: datetime) -> list[Any]:
+    ids = sorted(set(ids))
+    if not ids:
+        return []
     rows = await conn.execute(
         sa.text(
             "SELECT id, workspace_id, url FROM nt_endpoints WHERE id = ANY(CAST(:ids AS text[]))"
             " AND enabled AND failing_since <= :since"
         ),
-        {"ids": sorted(set(ids)), "since": since},
+        {"ids": ids, "since": since},
     )
     return list(rows.all())
 
