@@ -35,12 +35,19 @@ SETTLE_RETRY_SECONDS = 60.0  # how long recording attempts already made is retri
 DATABASE_AWAY = (DBAPIError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Claim:
     rows: Sequence[Any]
     lease: datetime
     made: float  # loop time
     start_by: float  # after which a post is no longer started: the lease could run out first
+    answers: list[Attempt | None] = field(init=False)  # None: not tried
+    left: int = field(init=False)
+    posted: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.answers = [None] * len(self.rows)
+        self.left = len(self.rows)
 
 
 @dataclass
@@ -50,12 +57,10 @@ class Dispatcher:
     settings: NotifierSettings
     clock: Callable[[], datetime] = utcnow
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
-    in_flight: asyncio.Semaphore = field(init=False)
     settling: asyncio.Lock = field(init=False)
     _disabled: dict[str, float] = field(init=False, default_factory=dict)  # id → loop time
 
     def __post_init__(self) -> None:
-        self.in_flight = asyncio.Semaphore(self.settings.notifier_webhook_connections)
         self.settling = asyncio.Lock()  # one round's settle at a time: endpoint rows in order
 
     async def record(self, events: Sequence[Envelope]) -> int:
@@ -89,11 +94,7 @@ class Dispatcher:
 
     async def dispatch_due(self) -> int:
         """One round: the due deliveries, posted concurrently. Returns how many were tried."""
-        claim = await self._claim()
-        if claim is None:
-            return 0
-        await self._round(claim)
-        return len(claim.rows)
+        return await self._dispatch(1)
 
     async def drain(self) -> int:
         """Rounds until one finds nothing due, ``PIPELINE`` of them in flight: the next is
@@ -101,7 +102,14 @@ class Dispatcher:
         deliveries were taken. A failure (a claim's, or a round's settle given up) is raised
         once the rounds in flight have ended; only a cancellation stops them, and their leases
         bring their deliveries back."""
-        taken = 0
+        return await self._dispatch(None)
+
+    async def _dispatch(self, most: int | None) -> int:
+        """Up to ``most`` rounds (None: until nothing is due); their posts made by as many
+        posters as ``notifier_webhook_connections``, taking deliveries in claim order."""
+        taken = claims = 0
+        queue: asyncio.Queue[tuple[Claim, int]] = asyncio.Queue()
+        posters: list[asyncio.Task[None]] = []
         rounds: set[asyncio.Task[None]] = set()
         failures: list[BaseException] = []
 
@@ -113,7 +121,7 @@ class Dispatcher:
                     failures.append(error)
 
         try:
-            while not failures:
+            while not failures and (most is None or claims < most):
                 if len(rounds) >= PIPELINE:
                     reap((await asyncio.wait(rounds, return_when=asyncio.FIRST_COMPLETED))[0])
                     continue
@@ -121,7 +129,11 @@ class Dispatcher:
                 if claim is None:
                     break
                 taken += len(claim.rows)
-                rounds.add(asyncio.create_task(self._round(claim)))
+                claims += 1
+                if not posters:
+                    count = self.settings.notifier_webhook_connections
+                    posters = [asyncio.create_task(self._post_from(queue)) for _ in range(count)]
+                rounds.add(asyncio.create_task(self._round(claim, queue)))
         except asyncio.CancelledError:
             for task in rounds:
                 task.cancel()
@@ -131,6 +143,10 @@ class Dispatcher:
         finally:
             if rounds:
                 reap((await asyncio.wait(rounds))[0])
+            for task in posters:
+                task.cancel()
+            if posters:
+                await asyncio.wait(posters)
         if failures:
             for extra in failures[1:]:
                 log.error("webhook_round_failed", exc_info=extra)
@@ -146,23 +162,39 @@ class Dispatcher:
             due = await store.claim_due(conn, now, lease, self.settings.notifier_webhook_batch_size)
         return Claim(due, lease, made, made + seconds / 2) if due else None
 
-    async def _round(self, claim: Claim) -> None:
-        answers = await asyncio.gather(*(self._attempt(row, claim) for row in claim.rows))
-        tried = [(row, a) for row, a in zip(claim.rows, answers, strict=True) if a is not None]
+    async def _round(self, claim: Claim, queue: asyncio.Queue[tuple[Claim, int]]) -> None:
+        for index in range(len(claim.rows)):
+            queue.put_nowait((claim, index))
+        await claim.posted.wait()
+        tried = [
+            (row, answer)
+            for row, answer in zip(claim.rows, claim.answers, strict=True)
+            if answer is not None
+        ]
         if tried:
             await self._settle(tried, claim.lease)
+
+    async def _post_from(self, queue: asyncio.Queue[tuple[Claim, int]]) -> None:
+        while True:
+            claim, index = await queue.get()
+            try:
+                claim.answers[index] = await self._attempt(claim.rows[index], claim)
+            except Exception:  # not tried, then: its lease brings it back
+                log.exception("webhook_attempt_failed", message=claim.rows[index].message_id)
+            claim.left -= 1
+            if not claim.left:
+                claim.posted.set()
 
     async def _attempt(self, row: Any, claim: Claim) -> Attempt | None:
         """None: not tried, because its endpoint was disabled after the claim (by a round in
         flight beside it) or its lease is half gone; the lease brings it back."""
+        now = asyncio.get_running_loop().time()
+        if now > claim.start_by or self._disabled.get(row.endpoint_id, 0.0) > claim.made:
+            return None
         keys = [s["secret"] for s in endpoints.active(row.secrets, self.clock())]
-        async with self.in_flight:
-            now = asyncio.get_running_loop().time()
-            if now > claim.start_by or self._disabled.get(row.endpoint_id, 0.0) > claim.made:
-                return None
-            # the signature's time is the receiver's replay guard: real time, not the clock
-            headers = signed_headers(keys, row.message_id, utcnow(), row.body)
-            return await self.poster.attempt(row.url, row.body, headers)
+        # the signature's time is the receiver's replay guard: real time, not the clock
+        headers = signed_headers(keys, row.message_id, utcnow(), row.body)
+        return await self.poster.attempt(row.url, row.body, headers)
 
     async def _settle(self, tried: Sequence[tuple[Any, Attempt]], lease: datetime) -> None:
         """The posts are made: if the database is away for a moment, keep trying to record them
