@@ -3,7 +3,8 @@ and PostgreSQL.
 
 Run with ``.venv/bin/python bench/bench_profile.py [--events N] [--burst-seconds S]``
 (``--quick`` for a short run). Starts a Kafka broker, an embedded PostgreSQL and
-``kizuna serve profile`` (one process), then:
+``kizuna serve profile`` (one process; ``--replicas N``: N of them in one consumer group, as
+a deployment scales out), then:
 
 (a) baseline: a plain bus consumer reads the same raw events and decodes every envelope;
 (b) the profile service resolves, stores and republishes them: 100,000 customers, a realistic
@@ -46,6 +47,7 @@ from kizuna.embedded_pg import EmbeddedPostgres, ensure_database, free_port
 from kizuna.envelope import Envelope
 
 PARTITIONS = 8
+SECRET_KEY = secrets.token_hex(32)
 CUSTOMERS = 100_000
 PREFIX = "bench."
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -139,7 +141,7 @@ def start_profile(url: str, bootstrap: str, port: int) -> subprocess.Popen[bytes
         "KIZUNA_BUS_PARTITIONS": str(PARTITIONS),
         "KIZUNA_CONSUMER_BATCH_SIZE": "1000",
         "KIZUNA_LOG_LEVEL": "WARNING",
-        "KIZUNA_SECRET_KEY": secrets.token_hex(32),
+        "KIZUNA_SECRET_KEY": SECRET_KEY,  # the same for every replica
     }
     return serve_process("profile", port, env)
 
@@ -240,16 +242,18 @@ async def measure(
     await bus.ensure_topics(topics.ALL_TOPICS)
     engine = create_engine(url, pool_size=2)
     port = free_port()
-    profile: subprocess.Popen[bytes] | None = None
+    replicas: list[subprocess.Popen[bytes]] = []
     try:
         await publish(bus, events)
         ceiling = await baseline(bus, len(events))
-        profile = start_profile(url, bootstrap, port)
+        replicas.append(start_profile(url, bootstrap, port))
+        replicas += [start_profile(url, bootstrap, free_port()) for _ in range(args.replicas - 1)]
         elapsed = await wait_stored(engine, len(events))
         rate = len(events) / elapsed
         figures: dict[str, Any] = {
             "events": len(events),
             "customers": CUSTOMERS,
+            "replicas": args.replicas,
             "baseline_consume_decode_events_s": round(ceiling),
             "profile_events_s": round(rate),
             "profile_vs_baseline": round(rate / ceiling, 3),
@@ -268,9 +272,10 @@ async def measure(
         figures["cpu_count"] = os.cpu_count()
         return figures
     finally:
-        if profile is not None:
-            profile.send_signal(signal.SIGTERM)
-            profile.wait(60)
+        for replica in replicas:
+            replica.send_signal(signal.SIGTERM)
+        for replica in replicas:
+            replica.wait(60)
         await bus.close()
         await engine.dispose()
 
@@ -281,6 +286,9 @@ def main() -> int:
     parser.add_argument("--burst-seconds", type=float, default=60)
     parser.add_argument("--import-rows", type=int, default=100_000)
     parser.add_argument("--quick", action="store_true", help="50k events, 10 s burst, 20k rows")
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="profile processes in one consumer group"
+    )
     args = parser.parse_args()
     if args.quick:
         args.events, args.burst_seconds, args.import_rows = 50_000, 10, 20_000
