@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
 import orjson
+import structlog
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+
+log = structlog.get_logger(__name__)
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -38,3 +48,27 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+DATABASE_AWAY = (DBAPIError, PoolTimeout, OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+async def retry_while_database_away(
+    work: Callable[[], Awaitable[None]], *, seconds: float, event: str, **context: Any
+) -> None:
+    """Runs ``work``, again with backoff while the database cannot be reached or fails it, for
+    up to ``seconds``; then the error is raised. For recording what has already been done
+    outside (mails sent, webhooks posted), which a failure would otherwise make happen again."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + seconds
+    backoff = 0.2
+    while True:
+        try:
+            await work()
+            return
+        except DATABASE_AWAY:
+            if loop.time() + backoff > give_up:
+                raise
+            log.warning(event, exc_info=True, **context)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from kizuna import consent, topics, tracking_tokens
 from kizuna.bus import Bus, PoisonMessage
+from kizuna.db import retry_while_database_away
 from kizuna.envelope import Envelope, utcnow
 from kizuna.outbox import Outbox
 from kizuna_notifier.adapters import store, webhooks
@@ -331,19 +332,12 @@ class Delivery:
         """Step 3. The mails are out: if the database is away for a moment, keep trying to
         record them rather than fail the batch, whose redelivery would send every one of them
         again (they are still ``sending``)."""
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + SETTLE_RETRY_SECONDS
-        backoff = 0.2
-        while True:
-            try:
-                await self._record_settled(workspace_id, done, attempts)
-                return
-            except Exception:
-                if loop.time() + backoff > give_up:
-                    raise
-                log.warning("settle_failed_will_retry", sends=len(done), exc_info=True)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+        await retry_while_database_away(
+            functools.partial(self._record_settled, workspace_id, done, attempts),
+            seconds=SETTLE_RETRY_SECONDS,
+            event="settle_failed_will_retry",
+            sends=len(done),
+        )
 
     async def _record_settled(
         self,

@@ -11,17 +11,17 @@ while when PostgreSQL is away, so a moment's outage repeats nothing."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import asyncpg
 import structlog
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kizuna.aio import wait_event
+from kizuna.db import retry_while_database_away
 from kizuna.envelope import Envelope, utcnow
 from kizuna_notifier.adapters import integration_store as store
 from kizuna_notifier.adapters.webhooks import Attempt, WebhookPoster, signed_headers
@@ -32,7 +32,6 @@ log = structlog.get_logger(__name__)
 DISABLED = "webhook.endpoint.disabled"
 PIPELINE = 2  # rounds in flight: the next one claimed and posting while the last settles
 SETTLE_RETRY_SECONDS = 60.0  # how long recording attempts already made is retried
-DATABASE_AWAY = (DBAPIError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 @dataclass
@@ -199,20 +198,13 @@ class Dispatcher:
     async def _settle(self, tried: Sequence[tuple[Any, Attempt]], lease: datetime) -> None:
         """The posts are made: if the database is away for a moment, keep trying to record them
         rather than leave them to their lease, after which each would be posted again."""
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + SETTLE_RETRY_SECONDS
-        backoff = 0.2
         async with self.settling:
-            while True:
-                try:
-                    await self._record_settled(tried, lease)
-                    return
-                except DATABASE_AWAY:
-                    if loop.time() + backoff > give_up:
-                        raise
-                    log.warning("webhook_settle_failed_will_retry", n=len(tried), exc_info=True)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
+            await retry_while_database_away(
+                functools.partial(self._record_settled, tried, lease),
+                seconds=SETTLE_RETRY_SECONDS,
+                event="webhook_settle_failed_will_retry",
+                n=len(tried),
+            )
 
     async def _record_settled(self, tried: Sequence[tuple[Any, Attempt]], lease: datetime) -> None:
         now = self.clock()
