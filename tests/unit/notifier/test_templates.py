@@ -167,7 +167,7 @@ def test_non_ascii_subject_sender_and_body_survive_the_wire() -> None:
     long_line = "お買い物かごに商品が残っています。" * 20
     parts = templates.Parts(
         subject="【10%オフ】\r\nBcc: evil@example.com お忘れ物はありませんか",
-        html=f"<html><body><p>{long_line}</p></body></html>",
+        html=f"<html><body><p>{long_line}</p><p>一行\u2028のまま</p></body></html>",
     )
     mail = email.build(
         parts,
@@ -188,4 +188,5 @@ def test_non_ascii_subject_sender_and_body_survive_the_wire() -> None:
     assert html is not None
     assert text is not None
     assert long_line in html.get_content()
+    assert "一行\u2028のまま" in html.get_content()  # U+2028 is text in a mail, not a break
     assert long_line in text.get_content()

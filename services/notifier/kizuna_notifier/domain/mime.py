@@ -13,8 +13,15 @@ from email.header import Header
 CRLF = "\r\n"
 
 
+def _lines(text: str) -> list[str]:
+    """Split at CR, LF and CRLF only: ``str.splitlines`` also breaks at U+2028 and other
+    separators, which are text in a mail."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return lines[:-1] if lines[-1] == "" else lines
+
+
 def header(name: str, value: str) -> str:
-    value = " ".join(value.splitlines()).strip()  # a line break cannot start a header
+    value = " ".join(_lines(value)).strip()  # a line break cannot start a header
     if value.isascii():
         return f"{name}: {value}{CRLF}"
     encoded = Header(value, "utf-8", header_name=name).encode(linesep=CRLF)
@@ -22,8 +29,7 @@ def header(name: str, value: str) -> str:
 
 
 def quoted_printable(text: str) -> bytes:
-    lines = text.splitlines()
-    return binascii.b2a_qp((CRLF.join(lines) + CRLF).encode(), istext=True)
+    return binascii.b2a_qp((CRLF.join(_lines(text)) + CRLF).encode(), istext=True)
 
 
 def _text_part(subtype: str, body: str) -> bytes:
