@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
@@ -153,6 +154,10 @@ def create_service_app(
         app.state.context = context
         for hook in on_startup:
             hook(app, context)
+        # Everything loaded so far lives as long as the process: without this, every full
+        # collection walks it again, a quarter of a busy consumer's time.
+        gc.collect()
+        gc.freeze()
         for make_runner in consumers:
             runner = make_runner(context)
             runner.start()
