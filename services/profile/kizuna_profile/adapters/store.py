@@ -9,10 +9,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from kizuna.db import copy_rows
 from kizuna.envelope import Envelope
 from kizuna_profile.domain.identity import Identifier
 
@@ -225,53 +227,67 @@ async def apply_merges(
 async def add_identifiers(
     conn: AsyncConnection, workspace_id: str, identifiers: dict[Identifier, str]
 ) -> None:
-    if not identifiers:
-        return
-    items = list(identifiers.items())
-    result = await conn.execute(
-        sa.text(
-            "INSERT INTO profile_identifiers (workspace_id, kind, value, customer_id)"
-            " SELECT :ws, k, v, c FROM unnest(CAST(:kinds AS text[]), CAST(:vals AS text[]),"
-            " CAST(:customers AS text[])) n(k, v, c) ON CONFLICT DO NOTHING"
-        ),
-        {
-            "ws": workspace_id,
-            "kinds": [i.kind for i, _ in items],
-            "vals": [i.value for i, _ in items],
-            "customers": [c for _, c in items],
-        },
+    """New identifiers only: one already claimed means another consumer got there first."""
+    rows = [(workspace_id, i.kind, i.value, c) for i, c in identifiers.items()]
+    await _copy_new(
+        conn,
+        "profile_identifiers",
+        ("workspace_id", "kind", "value", "customer_id"),
+        rows,
+        "an identifier was claimed by another consumer",
     )
-    if result.rowcount != len(items):
-        raise ConcurrentChange("an identifier was claimed by another consumer")
 
 
 async def add_events(
     conn: AsyncConnection, workspace_id: str, events: Sequence[tuple[Envelope, str]]
 ) -> None:
-    if not events:
-        return
-    result = await conn.execute(
-        sa.text(
-            "INSERT INTO profile_events (workspace_id, event_id, customer_id, type, name,"
-            " occurred_at, received_at, payload)"
-            " SELECT :ws, e, c, t, n, o, r, CAST(p AS jsonb) FROM unnest(CAST(:ids AS text[]),"
-            " CAST(:customers AS text[]), CAST(:types AS text[]), CAST(:names AS text[]),"
-            " CAST(:occurred AS timestamptz[]), CAST(:received AS timestamptz[]),"
-            " CAST(:payloads AS text[])) x(e, c, t, n, o, r, p) ON CONFLICT DO NOTHING"
-        ),
-        {
-            "ws": workspace_id,
-            "ids": [e.id for e, _ in events],
-            "customers": [c for _, c in events],
-            "types": [e.type for e, _ in events],
-            "names": [event_name(e) for e, _ in events],
-            "occurred": [e.occurred_at for e, _ in events],
-            "received": [e.received_at for e, _ in events],
-            "payloads": [_json(e.payload) for e, _ in events],
-        },
+    rows = [
+        (
+            workspace_id,
+            e.id,
+            customer,
+            e.type,
+            event_name(e),
+            e.occurred_at,
+            e.received_at,
+            _json(e.payload),
+        )
+        for e, customer in events
+    ]
+    await _copy_new(
+        conn,
+        "profile_events",
+        EVENT_COLUMNS,
+        rows,
+        "another consumer stored one of these events first",
     )
-    if result.rowcount != len(events):
-        raise ConcurrentChange("another consumer stored one of these events first")
+
+
+EVENT_COLUMNS = (
+    "workspace_id",
+    "event_id",
+    "customer_id",
+    "type",
+    "name",
+    "occurred_at",
+    "received_at",
+    "payload",
+)
+
+
+async def _copy_new(
+    conn: AsyncConnection,
+    table: str,
+    columns: Sequence[str],
+    rows: list[tuple[Any, ...]],
+    conflict: str,
+) -> None:
+    if not rows:
+        return
+    try:
+        await copy_rows(conn, table, columns, rows)
+    except asyncpg.UniqueViolationError as error:
+        raise ConcurrentChange(conflict) from error
 
 
 def event_name(event: Envelope) -> str | None:
