@@ -3,6 +3,7 @@ to publish. Runs in one transaction; the caller publishes after it commits."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from kizuna_profile.domain.resolution import EventRefs, KnownCustomer, NewCustom
 
 MERGED = "customer.merged"
 CREATED = "customer.created"
+EMPTY_RECORD = record.Record()
 
 
 @dataclass
@@ -237,14 +239,14 @@ def _updated_customers(
     user_ids: dict[str, set[str]] = {}
     for survivor in set(result.customer_of_event):
         parts = [survivor, *result.absorbed_into.get(survivor, [])]
-        merged = record.Record()
+        stored = []
         for part in parts:
             row = rows.get(part)
             if row is not None:
-                merged = record.merge(merged, codec.from_json(row.record))
+                stored.append(codec.from_json(row.record))
                 if row.user_id is not None:
                     user_ids.setdefault(survivor, set()).add(row.user_id)
-        records[survivor] = merged
+        records[survivor] = functools.reduce(record.merge, stored) if stored else EMPTY_RECORD
     for (event, customer), ref in zip(assigned, refs, strict=True):
         records[customer] = record.observe(records[customer], event)
         for identifier in ref.identifiers:

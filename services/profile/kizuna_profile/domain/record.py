@@ -9,7 +9,7 @@ two records, give the same record. Pure: no I/O."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -209,6 +209,15 @@ def _track_changes(
     return {}
 
 
+def _evolve(record: Record, changes: dict[str, Any]) -> Record:
+    """``dataclasses.replace`` without re-running ``__init__``: a quarter of the cost, and this
+    runs once per event. Safe because a Record is frozen and its fields are never mutated."""
+    evolved = object.__new__(Record)
+    evolved.__dict__.update(record.__dict__)
+    evolved.__dict__.update(changes)
+    return evolved
+
+
 def observe(record: Record, event: Envelope) -> Record:
     """The record once ``event`` (not seen before) is part of it."""
     stamp = Stamp(event.occurred_at, event.id)
@@ -233,7 +242,7 @@ def observe(record: Record, event: Envelope) -> Record:
         changes.update(
             _track_changes(record, payload["event"], _object(payload.get("properties")), stamp)
         )
-    return replace(record, **changes)
+    return _evolve(record, changes)
 
 
 def plain_traits(record: Record) -> dict[str, Any]:
