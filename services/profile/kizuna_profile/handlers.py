@@ -259,6 +259,7 @@ def _updated_customers(
         writes.append(
             store.CustomerWrite(
                 id=customer,
+                is_new=customer not in rows,
                 user_id=min(user_ids[customer]) if customer in user_ids else None,
                 first_seen_at=value.first_seen_at,
                 last_seen_at=value.last_seen_at,

@@ -298,6 +298,7 @@ def event_name(event: Envelope) -> str | None:
 @dataclass(frozen=True)
 class CustomerWrite:
     id: str
+    is_new: bool
     user_id: str | None
     first_seen_at: datetime
     last_seen_at: datetime
@@ -308,39 +309,73 @@ class CustomerWrite:
     last_email_clicked_at: datetime | None
 
 
+CUSTOMER_COLUMNS = (
+    "workspace_id",
+    "id",
+    "user_id",
+    "first_seen_at",
+    "last_seen_at",
+    "events_count",
+    "traits",
+    "record",
+    "last_email_opened_at",
+    "last_email_clicked_at",
+)
+
+
 async def save_customers(
     conn: AsyncConnection, workspace_id: str, customers: Sequence[CustomerWrite]
 ) -> None:
-    if not customers:
+    """New customers are copied in; the others, locked by this transaction, updated."""
+    await _copy_new(
+        conn,
+        "profile_customers",
+        CUSTOMER_COLUMNS,
+        [
+            (
+                workspace_id,
+                c.id,
+                c.user_id,
+                c.first_seen_at,
+                c.last_seen_at,
+                c.events_count,
+                _json(c.traits),
+                _json(c.record),
+                c.last_email_opened_at,
+                c.last_email_clicked_at,
+            )
+            for c in customers
+            if c.is_new
+        ],
+        "another consumer created one of these customers first",
+    )
+    known = [c for c in customers if not c.is_new]
+    if not known:
         return
     await conn.execute(
         sa.text(
-            "INSERT INTO profile_customers (workspace_id, id, user_id, first_seen_at,"
-            " last_seen_at, events_count, traits, record, last_email_opened_at,"
-            " last_email_clicked_at, updated_at)"
-            " SELECT :ws, i, u, f, l, n, CAST(t AS jsonb), CAST(r AS jsonb), o, c, now()"
+            "UPDATE profile_customers c SET user_id = x.u, first_seen_at = x.f,"
+            " last_seen_at = x.l, events_count = x.n, traits = CAST(x.t AS jsonb),"
+            " record = CAST(x.r AS jsonb), last_email_opened_at = x.o,"
+            " last_email_clicked_at = x.c, updated_at = now()"
             " FROM unnest(CAST(:ids AS text[]), CAST(:users AS text[]),"
             " CAST(:firsts AS timestamptz[]), CAST(:lasts AS timestamptz[]),"
             " CAST(:counts AS bigint[]), CAST(:traits AS text[]), CAST(:records AS text[]),"
             " CAST(:opened AS timestamptz[]), CAST(:clicked AS timestamptz[]))"
             " x(i, u, f, l, n, t, r, o, c)"
-            " ON CONFLICT (workspace_id, id) DO UPDATE SET user_id = excluded.user_id,"
-            " first_seen_at = excluded.first_seen_at, last_seen_at = excluded.last_seen_at,"
-            " events_count = excluded.events_count, traits = excluded.traits,"
-            " record = excluded.record, last_email_opened_at = excluded.last_email_opened_at,"
-            " last_email_clicked_at = excluded.last_email_clicked_at, updated_at = now()"
+            " WHERE c.workspace_id = :ws AND c.id = x.i"
         ),
         {
             "ws": workspace_id,
-            "ids": [c.id for c in customers],
-            "users": [c.user_id for c in customers],
-            "firsts": [c.first_seen_at for c in customers],
-            "lasts": [c.last_seen_at for c in customers],
-            "counts": [c.events_count for c in customers],
-            "traits": [_json(c.traits) for c in customers],
-            "records": [_json(c.record) for c in customers],
-            "opened": [c.last_email_opened_at for c in customers],
-            "clicked": [c.last_email_clicked_at for c in customers],
+            "ids": [c.id for c in known],
+            "users": [c.user_id for c in known],
+            "firsts": [c.first_seen_at for c in known],
+            "lasts": [c.last_seen_at for c in known],
+            "counts": [c.events_count for c in known],
+            "traits": [_json(c.traits) for c in known],
+            "records": [_json(c.record) for c in known],
+            "opened": [c.last_email_opened_at for c in known],
+            "clicked": [c.last_email_clicked_at for c in known],
         },
     )
 
