@@ -115,11 +115,7 @@ class PostgresLogBus(Bus):
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 partitions = await self.topic_partitions(conn, topic)
-                by_partition: dict[int, list[OutgoingMessage]] = defaultdict(list)
-                for message in messages:
-                    by_partition[partition_for(message.key, partitions)].append(message)
-                for partition in sorted(by_partition):
-                    await self._append(conn, name, partition, by_partition[partition])
+                await self._append(conn, name, partitions, messages)
                 await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, name)
         except _CONNECTION_ERRORS as error:
             raise BusUnavailable(
@@ -129,22 +125,35 @@ class PostgresLogBus(Bus):
 
     @staticmethod
     async def _append(
-        conn: Connection, topic: str, partition: int, messages: list[OutgoingMessage]
+        conn: Connection, topic: str, partitions: int, messages: Sequence[OutgoingMessage]
     ) -> None:
-        first = await conn.fetchval(
-            "UPDATE bus_partitions SET next_offset = next_offset + $3"
-            " WHERE topic = $1 AND partition = $2 RETURNING next_offset - $3",
-            topic,
-            partition,
-            len(messages),
-        )
+        """One statement for every partition the messages go to: each partition's next offset
+        is moved on (in partition order, so concurrent publishers never deadlock) and the
+        messages take the offsets it freed, in the order given."""
+        counts: dict[int, int] = defaultdict(int)
+        slots: list[tuple[int, int]] = []
+        for message in messages:
+            partition = partition_for(message.key, partitions)
+            slots.append((partition, counts[partition]))
+            counts[partition] += 1
+        ordered = sorted(counts)
         await conn.execute(
-            'INSERT INTO bus_messages (topic, partition, "offset", key, value, headers)'
-            " SELECT $1, $2, o, k, v, h::jsonb"
-            " FROM unnest($3::bigint[], $4::text[], $5::bytea[], $6::text[]) AS m(o, k, v, h)",
+            "WITH c AS (SELECT * FROM unnest($2::int[], $3::bigint[]) AS c(partition, n)),"
+            " locked AS (SELECT partition FROM bus_partitions"
+            "  WHERE topic = $1 AND partition = ANY($2::int[]) ORDER BY partition FOR UPDATE),"
+            " moved AS (UPDATE bus_partitions p SET next_offset = p.next_offset + c.n"
+            "  FROM c JOIN locked USING (partition)"
+            "  WHERE p.topic = $1 AND p.partition = c.partition"
+            "  RETURNING p.partition, p.next_offset - c.n AS first)"
+            ' INSERT INTO bus_messages (topic, partition, "offset", key, value, headers)'
+            " SELECT $1, m.partition, moved.first + m.i, m.k, m.v, m.h::jsonb"
+            " FROM unnest($4::int[], $5::bigint[], $6::text[], $7::bytea[], $8::text[])"
+            " AS m(partition, i, k, v, h) JOIN moved USING (partition)",
             topic,
-            partition,
-            [first + i for i in range(len(messages))],
+            ordered,
+            [counts[p] for p in ordered],
+            [partition for partition, _ in slots],
+            [index for _, index in slots],
             [m.key for m in messages],
             [m.value for m in messages],
             [json.dumps(dict(m.headers)) if m.headers else None for m in messages],
@@ -181,6 +190,7 @@ class PostgresLogConsumer(Consumer):
         self.bus = bus
         self.group = group
         self.topics = [bus.full_name(t) for t in topics]
+        self._topic_set = frozenset(self.topics)
         self.member_id = uuid.uuid4().hex
         self._conn: asyncpg.Connection | None = None
         self._wakeup = asyncio.Event()
@@ -208,8 +218,11 @@ class PostgresLogConsumer(Consumer):
         )
         await self.conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
 
-    def _on_notify(self, *_: object) -> None:
-        self._wakeup.set()
+    def _on_notify(self, _conn: object, _pid: object, _channel: object, topic: object) -> None:
+        # Every publish notifies every listener; waking only for our own topics spares the
+        # database a read per consumer per publish (most of its work on a busy log).
+        if topic in self._topic_set or not topic:
+            self._wakeup.set()
 
     async def close(self) -> None:
         if self._conn is None:
