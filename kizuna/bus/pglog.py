@@ -66,6 +66,7 @@ class PostgresLogBus(Bus):
         self.dsn = dsn
         self.rebalance_interval = rebalance_interval
         self._pool: asyncpg.Pool | None = None
+        self._partitions: dict[str, int] = {}  # a topic's partitions never change
 
     async def start(self) -> None:
         try:
@@ -101,11 +102,13 @@ class PostgresLogBus(Bus):
             )
 
     async def topic_partitions(self, conn: Connection, topic: str) -> int:
-        count = await conn.fetchval(
-            "SELECT partitions FROM bus_topics WHERE topic = $1", self.full_name(topic)
-        )
+        name = self.full_name(topic)
+        if (known := self._partitions.get(name)) is not None:
+            return known
+        count = await conn.fetchval("SELECT partitions FROM bus_topics WHERE topic = $1", name)
         if count is None:
             raise LookupError(f"topic {topic!r} does not exist; run ensure_topics first")
+        self._partitions[name] = int(count)
         return int(count)
 
     async def publish_batch(self, topic: str, messages: Sequence[OutgoingMessage]) -> None:
@@ -113,10 +116,9 @@ class PostgresLogBus(Bus):
             return
         name = self.full_name(topic)
         try:
-            async with self.pool.acquire() as conn, conn.transaction():
+            async with self.pool.acquire() as conn:
                 partitions = await self.topic_partitions(conn, topic)
                 await self._append(conn, name, partitions, messages)
-                await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, name)
         except _CONNECTION_ERRORS as error:
             raise BusUnavailable(
                 f"the PostgreSQL event log did not take the messages: {error}"
@@ -127,9 +129,12 @@ class PostgresLogBus(Bus):
     async def _append(
         conn: Connection, topic: str, partitions: int, messages: Sequence[OutgoingMessage]
     ) -> None:
-        """One statement for every partition the messages go to: each partition's next offset
-        is moved on (in partition order, so concurrent publishers never deadlock) and the
-        messages take the offsets it freed, in the order given."""
+        """One statement, its own transaction, for every partition the messages go to: each
+        partition's next offset is moved on (in partition order, so concurrent publishers never
+        deadlock), the messages take the offsets it freed, in the order given, and consumers
+        of the topic are notified. The partition locks are held from the statement to its
+        commit, with no round trip to the client in between: publishers of a topic queue on
+        them, so that time is the topic's ceiling."""
         counts: dict[int, int] = defaultdict(int)
         slots: list[tuple[int, int]] = []
         for message in messages:
@@ -144,11 +149,12 @@ class PostgresLogBus(Bus):
             " moved AS (UPDATE bus_partitions p SET next_offset = p.next_offset + c.n"
             "  FROM c JOIN locked USING (partition)"
             "  WHERE p.topic = $1 AND p.partition = c.partition"
-            "  RETURNING p.partition, p.next_offset - c.n AS first)"
-            ' INSERT INTO bus_messages (topic, partition, "offset", key, value, headers)'
-            " SELECT $1, m.partition, moved.first + m.i, m.k, m.v, m.h::jsonb"
+            "  RETURNING p.partition, p.next_offset - c.n AS first),"
+            ' appended AS (INSERT INTO bus_messages (topic, partition, "offset", key, value,'
+            " headers) SELECT $1, m.partition, moved.first + m.i, m.k, m.v, m.h::jsonb"
             " FROM unnest($4::int[], $5::bigint[], $6::text[], $7::bytea[], $8::text[])"
-            " AS m(partition, i, k, v, h) JOIN moved USING (partition)",
+            " AS m(partition, i, k, v, h) JOIN moved USING (partition))"
+            " SELECT pg_notify($9, $1)",  # a data-modifying WITH runs whether or not it is read
             topic,
             ordered,
             [counts[p] for p in ordered],
@@ -157,6 +163,7 @@ class PostgresLogBus(Bus):
             [m.key for m in messages],
             [m.value for m in messages],
             [json.dumps(dict(m.headers)) if m.headers else None for m in messages],
+            NOTIFY_CHANNEL,
         )
 
     def consumer(self, group: str, topics: Sequence[str]) -> Consumer:
