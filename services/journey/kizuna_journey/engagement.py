@@ -23,6 +23,13 @@ TRACKED = {
     "Unsubscribed": "unsubscribed",
 }
 SEND_PREFIX = "send:"
+# Every event's name or type is in its encoded bytes as is (the envelope encoder escapes no
+# ASCII): an event without any of these is none of the above and need not be decoded.
+MARKERS = (b"delivery.", *(name.encode() for name in TRACKED))
+
+
+def may_matter(raw: bytes) -> bool:
+    return any(marker in raw for marker in MARKERS)
 
 
 def facts(event: Envelope) -> tuple[str, str] | None:

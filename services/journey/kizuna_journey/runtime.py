@@ -109,6 +109,21 @@ def decode(message: BusMessage) -> Envelope:
     return Envelope.from_bytes(message.value)
 
 
+LIFECYCLE_HANDLED = (b'"customer.merged"', b'"customer.erased"')
+
+
+def decode_lifecycle(message: BusMessage) -> Envelope | None:
+    """Only merges and erasures move journey state; the rest (customer.created, the most
+    frequent by far) is skipped undecoded."""
+    if not any(marker in message.value for marker in LIFECYCLE_HANDLED):
+        return None
+    return decode(message)
+
+
+def decode_engagement(message: BusMessage) -> Envelope | None:
+    return decode(message) if engagement.may_matter(message.value) else None
+
+
 Current = Callable[[], Journeys]
 
 
@@ -121,23 +136,27 @@ def consumers(current: Current) -> list[ConsumerFactory]:
             context, "journey", [topics.RESOLVED_EVENTS, topics.SEGMENT_CHANGES], decode, handle
         )
 
-    def lifecycle(context: ServiceContext) -> ConsumerRunner[Envelope]:
-        async def handle(batch: Sequence[Decoded[Envelope]]) -> None:
-            await current().handle_lifecycle([item.value for item in batch])
+    def lifecycle(context: ServiceContext) -> ConsumerRunner[Envelope | None]:
+        async def handle(batch: Sequence[Decoded[Envelope | None]]) -> None:
+            events = [item.value for item in batch if item.value is not None]
+            if events:
+                await current().handle_lifecycle(events)
 
         return consumer_runner(
-            context, "journey-lifecycle", [topics.CUSTOMER_LIFECYCLE], decode, handle
+            context, "journey-lifecycle", [topics.CUSTOMER_LIFECYCLE], decode_lifecycle, handle
         )
 
-    def results(context: ServiceContext) -> ConsumerRunner[Envelope]:
-        async def handle(batch: Sequence[Decoded[Envelope]]) -> None:
-            await engagement.record(context.engine, [item.value for item in batch])
+    def results(context: ServiceContext) -> ConsumerRunner[Envelope | None]:
+        async def handle(batch: Sequence[Decoded[Envelope | None]]) -> None:
+            events = [item.value for item in batch if item.value is not None]
+            if events:
+                await engagement.record(context.engine, events)
 
         return consumer_runner(
             context,
             "journey-results",
             [topics.DELIVERY_OUTCOMES, topics.RESOLVED_EVENTS],
-            decode,
+            decode_engagement,
             handle,
         )
 

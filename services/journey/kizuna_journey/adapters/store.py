@@ -410,11 +410,12 @@ async def insert_new_runs(
     and the per-day event counts of ``workspace_id`` ((customer, event, day, at) per event)."""
     if not runs and not steps and not counted:
         return set()
-    new_ids = [r.run_id for r in runs]
+    new_ids = {r.run_id for r in runs}
     params: dict[str, Any] = _run_columns(runs)
-    params |= {"new_ids": new_ids, "ws": workspace_id}
+    params["ws"] = workspace_id
     params |= {f"s_{name}": [row[name] for row in steps] for name in STEP_FIELDS}
     params["s_detail"] = [orjson.dumps(row["detail"]).decode() for row in steps]
+    params["s_of_new"] = [row["run_id"] in new_ids for row in steps]
     params |= {
         "e_c": [r[0] for r in counted],
         "e_e": [r[1] for r in counted],
@@ -433,9 +434,10 @@ async def insert_new_runs(
             " CAST(:s_journey_id AS text[]), CAST(:s_version AS int[]), CAST(:s_run_id AS text[]),"
             " CAST(:s_customer_id AS text[]), CAST(:s_step_id AS text[]),"
             " CAST(:s_step_type AS text[]), CAST(:s_category AS text[]),"
-            " CAST(:s_detail AS jsonb[]), CAST(:s_at AS timestamptz[]))"
-            " WITH ORDINALITY u(x, o, w, j, v, r, c, s, t, k, d, a, n)"
-            " WHERE r <> ALL(CAST(:new_ids AS text[])) OR r IN (SELECT run_id FROM ins)"
+            " CAST(:s_detail AS jsonb[]), CAST(:s_at AS timestamptz[]),"
+            " CAST(:s_of_new AS boolean[]))"
+            " WITH ORDINALITY u(x, o, w, j, v, r, c, s, t, k, d, a, new_run, n)"
+            " WHERE NOT new_run OR r IN (SELECT run_id FROM ins)"
             " ORDER BY n ON CONFLICT DO NOTHING),"
             " counts AS (INSERT INTO jr_customer_events (workspace_id, customer_id, event, day,"
             " count, last_at) SELECT :ws, c, e, d, count(*), max(a) FROM unnest("
