@@ -6,10 +6,13 @@ import time
 from typing import Any
 from urllib.parse import parse_qsl
 
+import asyncpg
 import structlog
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -52,6 +55,13 @@ def install_error_handlers(app: FastAPI) -> None:
                 error_body(422, f"a value in the request cannot be stored: {problem}"),
                 status_code=422,
             )
+        if database_unreachable(exc):
+            log.warning("database_unreachable", error=str(exc)[:300])
+            return JSONResponse(
+                error_body(503, "the database cannot be reached; retry later"),
+                status_code=503,
+                headers={"Retry-After": "5"},
+            )
         log.exception("unhandled_error", error_type=type(exc).__name__)
         return JSONResponse(error_body(500, "internal error; it has been logged"), status_code=500)
 
@@ -74,6 +84,31 @@ def data_problem(exc: BaseException) -> str | None:
             return str(seen).splitlines()[0][:300]
         seen = getattr(seen, "orig", None) or seen.__cause__
     return None
+
+
+_UNREACHABLE = (
+    OSError,
+    PoolTimeout,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+)
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """The server went away, is restarting, or no connection was free: the request may be
+    retried as it is."""
+    seen: BaseException | None = exc
+    for _ in range(6):
+        if seen is None:
+            return False
+        if isinstance(seen, _UNREACHABLE):
+            return True
+        if isinstance(seen, DBAPIError) and seen.connection_invalidated:
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
 
 
 class RefuseNulMiddleware:
