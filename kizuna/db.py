@@ -112,9 +112,18 @@ async def copy_rows(
     """Binary ``COPY`` of new rows into ``table``, inside ``conn``'s transaction: a third faster
     than ``INSERT … SELECT unnest(…)`` for thousands of rows. There is no ``ON CONFLICT``: a
     duplicate key raises ``asyncpg.UniqueViolationError`` and the transaction is lost."""
+    driver = await driver_connection(conn)
+    await driver.copy_records_to_table(table, records=rows, columns=list(columns))
+
+
+async def driver_connection(conn: AsyncConnection) -> asyncpg.Connection:
+    """The asyncpg connection under ``conn``, inside ``conn``'s transaction. A statement sent
+    straight to it costs half the client time of one through SQLAlchemy (about 150 µs less
+    here), which adds up in consumers that run a dozen statements per small batch. Use ``$n``
+    parameters; rows come back as ``asyncpg.Record``."""
     raw = await conn.get_raw_connection()
     driver: asyncpg.Connection = raw.driver_connection  # type: ignore[assignment]
     if not driver.is_in_transaction():
-        # SQLAlchemy opens the transaction with its first statement; COPY must not run before.
+        # SQLAlchemy opens the transaction with its first statement; none may run before.
         await conn.execute(sa.text("SELECT 1"))
-    await driver.copy_records_to_table(table, records=rows, columns=list(columns))
+    return driver

@@ -117,7 +117,8 @@ async def process(conn: AsyncConnection, events: Sequence[Envelope]) -> Outcome:
 async def _process_workspace(
     conn: AsyncConnection, workspace_id: str, events: list[Envelope], outcome: Outcome
 ) -> None:
-    stored = await store.stored_events(conn, workspace_id, [e.id for e in events])
+    look = await store.first_look(conn, workspace_id, [e.id for e in events])
+    stored = look.stored
     if stored:
         outcome.duplicates += len(stored)
         outcome.resolved.extend(resolved_form(e, stored[e.id]) for e in events if e.id in stored)
@@ -128,7 +129,8 @@ async def _process_workspace(
             outcome.lifecycle.append(merged_event(workspace_id, absorbed, survivor, cause))
     fresh = [e for e in events if e.id not in stored]
     refs = [EventRefs(e.id, tuple(identifiers_of(e)), explicit_customer_id(e)) for e in fresh]
-    fresh, refs = await _without_erased(conn, workspace_id, fresh, refs, outcome)
+    if look.any_erasures:
+        fresh, refs = await _without_erased(conn, workspace_id, fresh, refs, outcome)
     if not fresh:
         return
 
@@ -143,10 +145,11 @@ async def _process_workspace(
         [store.lock_key(workspace_id, k.kind, k.value) for k in locked]
         + [store.lock_key(workspace_id, "customer", c) for c in named],
     )
-    keys = locked
-    if aliases or await store.any_aliases(conn, workspace_id):
-        keys = {k for i in identifiers for k in lookup_keys(i)}
-    owner_of = await store.owners(conn, workspace_id, keys)
+    twins = {k for i in identifiers for k in lookup_keys(i)} - locked
+    found = await store.owners(conn, workspace_id, locked | twins if aliases else locked)
+    owner_of = found.of
+    if twins and not aliases and found.any_aliases:
+        owner_of |= (await store.owners(conn, workspace_id, twins)).of
     current = await store.current_ids(conn, workspace_id, named)
     kept = [
         i for i, ref in enumerate(refs) if ref.customer_id is None or ref.customer_id in current
@@ -202,7 +205,7 @@ async def _without_erased(
     outcome: Outcome,
 ) -> tuple[list[Envelope], list[EventRefs]]:
     """Drops events that happened before their person was erased: late arrivals must not
-    bring the person back."""
+    bring the person back. Only for workspaces where someone was erased."""
 
     def keys_of(ref: EventRefs) -> list[str]:
         keys = [
@@ -214,8 +217,6 @@ async def _without_erased(
             keys.append(store.erasure_key(workspace_id, "customer", ref.customer_id))
         return keys
 
-    if not await store.any_erasures(conn, workspace_id):
-        return events, refs
     erased = await store.erased_at(conn, workspace_id, (k for ref in refs for k in keys_of(ref)))
     if not erased:
         return events, refs

@@ -14,7 +14,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from kizuna.db import copy_rows
+from kizuna.db import copy_rows, driver_connection
 from kizuna.envelope import Envelope
 from kizuna_profile.domain.identity import Identifier
 
@@ -45,18 +45,32 @@ class CustomerRow:
     record: dict[str, Any]
 
 
-async def stored_events(
+@dataclass(frozen=True)
+class FirstLook:
+    stored: dict[str, str]  # event id → its customer, for the events already stored
+    any_erasures: bool  # most workspaces have none, so their tombstones need no look-up
+
+
+async def first_look(
     conn: AsyncConnection, workspace_id: str, event_ids: Sequence[str]
-) -> dict[str, str]:
-    """Event id → its customer, for the events already stored."""
+) -> FirstLook:
+    """A batch's first statement (through SQLAlchemy, which opens the transaction)."""
     rows = await conn.execute(
         sa.text(
             "SELECT event_id, customer_id FROM profile_events"
             " WHERE workspace_id = :ws AND event_id = ANY(CAST(:ids AS text[]))"
+            " UNION ALL SELECT NULL, NULL WHERE EXISTS"
+            " (SELECT 1 FROM profile_erasures WHERE workspace_id = :ws)"
         ),
         {"ws": workspace_id, "ids": list(event_ids)},
     )
-    return {row.event_id: row.customer_id for row in rows}
+    stored, any_erasures = {}, False
+    for event_id, customer_id in rows:
+        if event_id is None:
+            any_erasures = True
+        else:
+            stored[event_id] = customer_id
+    return FirstLook(stored, any_erasures)
 
 
 async def merges_caused_by(
@@ -75,32 +89,13 @@ async def merges_caused_by(
 async def erased_at(
     conn: AsyncConnection, workspace_id: str, keys: Iterable[str]
 ) -> dict[str, datetime]:
-    rows = await conn.execute(
-        sa.text(
-            "SELECT key_hash, erased_at FROM profile_erasures"
-            " WHERE workspace_id = :ws AND key_hash = ANY(CAST(:keys AS text[]))"
-        ),
-        {"ws": workspace_id, "keys": sorted(set(keys))},
-    )
-    return {row.key_hash: row.erased_at for row in rows}
-
-
-async def has_any(conn: AsyncConnection, sql: str, workspace_id: str) -> bool:
-    return bool(await conn.scalar(sa.text(f"SELECT EXISTS ({sql})"), {"ws": workspace_id}))
-
-
-async def any_erasures(conn: AsyncConnection, workspace_id: str) -> bool:
-    return await has_any(
-        conn, "SELECT 1 FROM profile_erasures WHERE workspace_id = :ws", workspace_id
-    )
-
-
-async def any_aliases(conn: AsyncConnection, workspace_id: str) -> bool:
-    return await has_any(
-        conn,
-        "SELECT 1 FROM profile_identifiers WHERE workspace_id = :ws AND kind = 'previous_id'",
+    rows = await (await driver_connection(conn)).fetch(
+        "SELECT key_hash, erased_at FROM profile_erasures"
+        " WHERE workspace_id = $1 AND key_hash = ANY($2::text[])",
         workspace_id,
+        sorted(set(keys)),
     )
+    return {row[0]: row[1] for row in rows}
 
 
 async def lock(conn: AsyncConnection, keys: Iterable[str]) -> None:
@@ -108,30 +103,43 @@ async def lock(conn: AsyncConnection, keys: Iterable[str]) -> None:
     never wait on each other in a cycle."""
     ordered = sorted(set(keys))
     if ordered:
-        await conn.execute(
-            sa.text(
-                "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0)))"
-                " FROM unnest(CAST(:keys AS text[])) k"
-            ),
-            {"keys": ordered},
+        await (await driver_connection(conn)).execute(
+            "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) FROM unnest($1::text[]) k",
+            ordered,
         )
+
+
+@dataclass(frozen=True)
+class Owners:
+    of: dict[Identifier, str]
+    any_aliases: bool  # without any, no identifier can be recorded under an alias twin
 
 
 async def owners(
     conn: AsyncConnection, workspace_id: str, identifiers: Iterable[Identifier]
-) -> dict[Identifier, str]:
+) -> Owners:
+    """The customer each identifier belongs to, and whether the workspace has aliases. Run it
+    after taking the identifiers' locks: an alias committed before then is seen."""
     wanted = list(set(identifiers))
     if not wanted:
-        return {}
-    rows = await conn.execute(
-        sa.text(
-            "SELECT i.kind, i.value, i.customer_id FROM profile_identifiers i"
-            " JOIN unnest(CAST(:kinds AS text[]), CAST(:vals AS text[])) w(kind, value)"
-            " ON i.kind = w.kind AND i.value = w.value WHERE i.workspace_id = :ws"
-        ),
-        {"ws": workspace_id, "kinds": [i.kind for i in wanted], "vals": [i.value for i in wanted]},
+        return Owners({}, any_aliases=False)  # nothing to look up under a twin either
+    rows = await (await driver_connection(conn)).fetch(
+        "SELECT i.kind, i.value, i.customer_id FROM profile_identifiers i"
+        " JOIN unnest($2::text[], $3::text[]) w(kind, value)"
+        " ON i.kind = w.kind AND i.value = w.value WHERE i.workspace_id = $1"
+        " UNION ALL SELECT NULL, NULL, NULL WHERE EXISTS (SELECT 1 FROM profile_identifiers"
+        " WHERE workspace_id = $1 AND kind = 'previous_id')",
+        workspace_id,
+        [i.kind for i in wanted],
+        [i.value for i in wanted],
     )
-    return {Identifier(row.kind, row.value): row.customer_id for row in rows}
+    of, any_aliases = {}, False
+    for kind, value, customer_id in rows:
+        if kind is None:
+            any_aliases = True
+        else:
+            of[Identifier(kind, value)] = customer_id
+    return Owners(of, any_aliases)
 
 
 async def current_ids(
@@ -142,17 +150,16 @@ async def current_ids(
     ids = sorted(set(customer_ids))
     if not ids:
         return {}
-    rows = await conn.execute(
-        sa.text(
-            "SELECT w.id AS asked, coalesce(m.survivor_id, c.id) AS current"
-            " FROM unnest(CAST(:ids AS text[])) w(id)"
-            " LEFT JOIN profile_merges m ON m.workspace_id = :ws AND m.absorbed_id = w.id"
-            " LEFT JOIN profile_customers c ON c.workspace_id = :ws AND c.id = w.id"
-            " WHERE m.survivor_id IS NOT NULL OR c.id IS NOT NULL"
-        ),
-        {"ws": workspace_id, "ids": ids},
+    rows = await (await driver_connection(conn)).fetch(
+        "SELECT w.id AS asked, coalesce(m.survivor_id, c.id) AS current"
+        " FROM unnest($2::text[]) w(id)"
+        " LEFT JOIN profile_merges m ON m.workspace_id = $1 AND m.absorbed_id = w.id"
+        " LEFT JOIN profile_customers c ON c.workspace_id = $1 AND c.id = w.id"
+        " WHERE m.survivor_id IS NOT NULL OR c.id IS NOT NULL",
+        workspace_id,
+        ids,
     )
-    return {row.asked: row.current for row in rows}
+    return {row[0]: row[1] for row in rows}
 
 
 async def lock_customers(
@@ -161,17 +168,13 @@ async def lock_customers(
     ids = sorted(set(customer_ids))
     if not ids:
         return {}
-    rows = await conn.execute(
-        sa.text(
-            "SELECT id, user_id, first_seen_at, record FROM profile_customers"
-            " WHERE workspace_id = :ws AND id = ANY(CAST(:ids AS text[]))"
-            " ORDER BY id FOR UPDATE"
-        ),
-        {"ws": workspace_id, "ids": ids},
+    rows = await (await driver_connection(conn)).fetch(
+        "SELECT id, user_id, first_seen_at, record FROM profile_customers"
+        " WHERE workspace_id = $1 AND id = ANY($2::text[]) ORDER BY id FOR UPDATE",
+        workspace_id,
+        ids,
     )
-    found = {
-        row.id: CustomerRow(row.id, row.user_id, row.first_seen_at, row.record) for row in rows
-    }
+    found = {row[0]: CustomerRow(*row) for row in rows}
     if len(found) != len(ids):
         raise ConcurrentChange("a customer was merged or erased while this batch was resolved")
     return found
@@ -352,31 +355,25 @@ async def save_customers(
     known = [c for c in customers if not c.is_new]
     if not known:
         return
-    await conn.execute(
-        sa.text(
-            "UPDATE profile_customers c SET user_id = x.u, first_seen_at = x.f,"
-            " last_seen_at = x.l, events_count = x.n, traits = CAST(x.t AS jsonb),"
-            " record = CAST(x.r AS jsonb), last_email_opened_at = x.o,"
-            " last_email_clicked_at = x.c, updated_at = now()"
-            " FROM unnest(CAST(:ids AS text[]), CAST(:users AS text[]),"
-            " CAST(:firsts AS timestamptz[]), CAST(:lasts AS timestamptz[]),"
-            " CAST(:counts AS bigint[]), CAST(:traits AS text[]), CAST(:records AS text[]),"
-            " CAST(:opened AS timestamptz[]), CAST(:clicked AS timestamptz[]))"
-            " x(i, u, f, l, n, t, r, o, c)"
-            " WHERE c.workspace_id = :ws AND c.id = x.i"
-        ),
-        {
-            "ws": workspace_id,
-            "ids": [c.id for c in known],
-            "users": [c.user_id for c in known],
-            "firsts": [c.first_seen_at for c in known],
-            "lasts": [c.last_seen_at for c in known],
-            "counts": [c.events_count for c in known],
-            "traits": [_json(c.traits) for c in known],
-            "records": [_json(c.record) for c in known],
-            "opened": [c.last_email_opened_at for c in known],
-            "clicked": [c.last_email_clicked_at for c in known],
-        },
+    await (await driver_connection(conn)).execute(
+        "UPDATE profile_customers c SET user_id = x.u, first_seen_at = x.f,"
+        " last_seen_at = x.l, events_count = x.n, traits = x.t::jsonb,"
+        " record = x.r::jsonb, last_email_opened_at = x.o,"
+        " last_email_clicked_at = x.c, updated_at = now()"
+        " FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[],"
+        " $6::bigint[], $7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[])"
+        " x(i, u, f, l, n, t, r, o, c)"
+        " WHERE c.workspace_id = $1 AND c.id = x.i",
+        workspace_id,
+        [c.id for c in known],
+        [c.user_id for c in known],
+        [c.first_seen_at for c in known],
+        [c.last_seen_at for c in known],
+        [c.events_count for c in known],
+        [_json(c.traits) for c in known],
+        [_json(c.record) for c in known],
+        [c.last_email_opened_at for c in known],
+        [c.last_email_clicked_at for c in known],
     )
 
 
@@ -387,19 +384,18 @@ async def refresh_order_facts(
     ids = sorted(set(customer_ids))
     if not ids:
         return
-    await conn.execute(
-        sa.text(
-            "UPDATE profile_customers c SET orders_count = coalesce(a.n, 0),"
-            " revenue_total = coalesce(a.revenue, 0), first_order_at = a.first_at,"
-            " last_order_at = a.last_at"
-            " FROM unnest(CAST(:ids AS text[])) w(id) LEFT JOIN ("
-            "  SELECT customer_id, count(*) AS n, min(ordered_at) AS first_at,"
-            "  max(ordered_at) AS last_at, sum(CASE WHEN fully_refunded THEN 0"
-            "  ELSE greatest(amount - refunded_amount, 0) END) AS revenue"
-            "  FROM profile_orders WHERE workspace_id = :ws"
-            "  AND customer_id = ANY(CAST(:ids AS text[])) AND ordered_at IS NOT NULL"
-            "  GROUP BY customer_id) a ON a.customer_id = w.id"
-            " WHERE c.workspace_id = :ws AND c.id = w.id"
-        ),
-        {"ws": workspace_id, "ids": ids},
+    await (await driver_connection(conn)).execute(
+        "UPDATE profile_customers c SET orders_count = coalesce(a.n, 0),"
+        " revenue_total = coalesce(a.revenue, 0), first_order_at = a.first_at,"
+        " last_order_at = a.last_at"
+        " FROM unnest($2::text[]) w(id) LEFT JOIN ("
+        "  SELECT customer_id, count(*) AS n, min(ordered_at) AS first_at,"
+        "  max(ordered_at) AS last_at, sum(CASE WHEN fully_refunded THEN 0"
+        "  ELSE greatest(amount - refunded_amount, 0) END) AS revenue"
+        "  FROM profile_orders WHERE workspace_id = $1"
+        "  AND customer_id = ANY($2::text[]) AND ordered_at IS NOT NULL"
+        "  GROUP BY customer_id) a ON a.customer_id = w.id"
+        " WHERE c.workspace_id = $1 AND c.id = w.id",
+        workspace_id,
+        ids,
     )
