@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from kizuna.aio import wait_event
 from kizuna.bus import Bus, OutgoingMessage
+from kizuna.db import driver_connection
 from kizuna.envelope import Envelope
 
 log = structlog.get_logger(__name__)
@@ -33,22 +34,19 @@ class Outbox:
     async def add(self, conn: AsyncConnection, topic: str, events: Sequence[Envelope]) -> None:
         if not events:
             return
-        await conn.execute(
-            sa.text(
-                f"INSERT INTO {self.table} (event_id, topic, key, value)"  # noqa: S608
-                " SELECT i, :topic, k, v FROM unnest(CAST(:ids AS text[]),"
-                " CAST(:keys AS text[]), CAST(:values AS bytea[])) x(i, k, v)"
-                " ON CONFLICT (event_id) DO NOTHING"
-            ),
-            {
-                "topic": topic,
-                "ids": [e.id for e in events],
-                "keys": [e.bus_key for e in events],
-                "values": [e.to_bytes() for e in events],
-            },
+        await (await driver_connection(conn)).execute(
+            f"INSERT INTO {self.table} (event_id, topic, key, value)"  # noqa: S608
+            " SELECT i, $1, k, v FROM unnest($2::text[], $3::text[], $4::bytea[]) x(i, k, v)"
+            " ON CONFLICT (event_id) DO NOTHING",
+            topic,
+            [e.id for e in events],
+            [e.bus_key for e in events],
+            [e.to_bytes() for e in events],
         )
 
     async def publish_pending(self, engine: AsyncEngine, bus: Bus) -> int:
+        """Publishes what is pending now. Stops after a batch that was not full: rows added
+        since then set ``pending`` once committed, so ``run_forever`` comes back for them."""
         published = 0
         while True:
             async with engine.begin() as conn:
@@ -56,32 +54,27 @@ class Outbox:
                     sa.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": self.lock_key}
                 ):
                     return published
-                rows = (
-                    await conn.execute(
-                        sa.text(
-                            f"SELECT id, topic, key, value FROM {self.table}"  # noqa: S608
-                            " WHERE published_at IS NULL ORDER BY id LIMIT :n"
-                        ),
-                        {"n": self.batch},
-                    )
-                ).all()
+                driver = await driver_connection(conn)
+                rows = await driver.fetch(
+                    f"SELECT id, topic, key, value FROM {self.table}"  # noqa: S608
+                    " WHERE published_at IS NULL ORDER BY id LIMIT $1",
+                    self.batch,
+                )
                 if not rows:
                     return published
                 by_topic: dict[str, list[OutgoingMessage]] = {}
-                for row in rows:
-                    by_topic.setdefault(row.topic, []).append(
-                        OutgoingMessage(row.key, bytes(row.value))
-                    )
+                for _, topic, key, value in rows:
+                    by_topic.setdefault(topic, []).append(OutgoingMessage(key, value))
                 for topic, messages in by_topic.items():
                     await bus.publish_batch(topic, messages)
-                await conn.execute(
-                    sa.text(
-                        f"UPDATE {self.table} SET published_at = now()"  # noqa: S608
-                        " WHERE id = ANY(CAST(:ids AS bigint[]))"
-                    ),
-                    {"ids": [row.id for row in rows]},
+                await driver.execute(
+                    f"UPDATE {self.table} SET published_at = now()"  # noqa: S608
+                    " WHERE id = ANY($1::bigint[])",
+                    [row[0] for row in rows],
                 )
             published += len(rows)
+            if len(rows) < self.batch:
+                return published
 
     async def prune(self, engine: AsyncEngine, keep_hours: float) -> None:
         async with engine.begin() as conn:

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 
 from kizuna import topics
+from kizuna.db import driver_connection
 from kizuna.envelope import Envelope
 from kizuna_journey import handlers
 from tests.integration.journey.conftest import JourneyApp, nudge_many
@@ -244,12 +245,18 @@ async def test_a_batch_writes_its_journey_events_in_its_one_outbox_statement_per
     def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         statements.append(statement)
 
+    def record_direct(query: Any) -> None:  # statements sent straight to asyncpg
+        statements.append(query.query)
+
     # The app's own clock stays before the runs are due: only this transaction fires them.
     async with journeys.engine.begin() as conn:
         sa_event.listen(conn.sync_connection, "before_cursor_execute", record)
+        driver = await driver_connection(conn)
+        driver.add_query_logger(record_direct)
         fired, published = await handlers.fire_due_runs(
             conn, app.clock.now + timedelta(hours=2), 1000, journeys.outbox
         )
+        driver.remove_query_logger(record_direct)
     assert (fired, published) == (len(customers), True)
     writes = [s for s in statements if "INSERT INTO jr_outbox" in s]
     assert len(writes) == 2  # send-requests and journey-events, however many runs ended
