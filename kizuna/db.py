@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -114,6 +116,32 @@ async def copy_rows(
     duplicate key raises ``asyncpg.UniqueViolationError`` and the transaction is lost."""
     driver = await driver_connection(conn)
     await driver.copy_records_to_table(table, records=rows, columns=list(columns))
+
+
+_NAMED_PARAMETER = re.compile(r"(?<![:\w\x5c]):(\w+)(?!:)")  # as sqlalchemy.text() finds them
+
+
+@functools.lru_cache(maxsize=512)
+def _numbered(sql: str) -> tuple[str, tuple[str, ...]]:
+    """``:name`` parameters as asyncpg's ``$n``, and the names in their order."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match[1] not in names:
+            names.append(match[1])
+        return f"${names.index(match[1]) + 1}"
+
+    return _NAMED_PARAMETER.sub(number, sql), tuple(names)
+
+
+async def fetch_direct(
+    conn: AsyncConnection, sql: str, params: Mapping[str, Any]
+) -> list[asyncpg.Record]:
+    """``conn.execute(sa.text(sql), params)`` sent straight to asyncpg (see
+    ``driver_connection``); rows are ``asyncpg.Record``s, read by index or column name."""
+    query, names = _numbered(sql)
+    driver = await driver_connection(conn)
+    return await driver.fetch(query, *(params[name] for name in names))
 
 
 async def driver_connection(conn: AsyncConnection) -> asyncpg.Connection:

@@ -12,6 +12,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from kizuna.db import fetch_direct
 from kizuna_journey.domain.definition import DeliveryRules, JourneyDefinition
 from kizuna_journey.domain.mirror import Mirror
 
@@ -68,22 +69,19 @@ async def active_journeys_and_rules(
 ) -> tuple[list[ActiveJourney], DeliveryRules | None] | None:
     """The workspace's active journeys (as ``active_journeys``) and its delivery rules, in one
     round trip; None when no journey is active (the rules then need ``delivery_rules``)."""
-    rows = (
-        await conn.execute(
-            sa.text(
-                "SELECT j.workspace_id, j.id, j.version, v.definition,"
-                " (SELECT delivery FROM jr_settings WHERE workspace_id = :ws) AS delivery"
-                " FROM jr_journeys j JOIN jr_versions v ON v.workspace_id = j.workspace_id"
-                " AND v.journey_id = j.id AND v.version = j.version"
-                " WHERE j.status = 'active' AND j.workspace_id = :ws"
-                " FOR SHARE OF j SKIP LOCKED"  # a journey changing status right now is left out
-            ),
-            {"ws": workspace_id},
-        )
-    ).all()
+    rows = await fetch_direct(
+        conn,
+        "SELECT j.workspace_id, j.id, j.version, v.definition,"
+        " (SELECT delivery FROM jr_settings WHERE workspace_id = :ws) AS delivery"
+        " FROM jr_journeys j JOIN jr_versions v ON v.workspace_id = j.workspace_id"
+        " AND v.journey_id = j.id AND v.version = j.version"
+        " WHERE j.status = 'active' AND j.workspace_id = :ws"
+        " FOR SHARE OF j SKIP LOCKED",  # a journey changing status right now is left out
+        {"ws": workspace_id},
+    )
     if not rows:
         return None
-    raw = rows[0].delivery
+    raw = rows[0]["delivery"]
     journeys = [ActiveJourney(r[0], r[1], r[2], parse_definition(*r[:4])) for r in rows]
     return journeys, None if raw is None else DeliveryRules.model_validate(raw)
 
@@ -130,22 +128,22 @@ async def journey_statuses(
 
 def _run(row: Any) -> RunRow:
     return RunRow(
-        run_id=row.run_id,
-        workspace_id=row.workspace_id,
-        journey_id=row.journey_id,
-        version=row.version,
-        customer_id=row.customer_id,
-        holdout=row.holdout,
-        step=row.step,
-        visits=dict(row.visits),
-        data=dict(row.data),
-        due_at=row.due_at,
-        waiting_for=row.waiting_for,
-        entered_at=row.entered_at,
-        status=row.status,
-        ended_at=row.ended_at,
-        end_reason=row.end_reason,
-        converted_at=row.converted_at,
+        run_id=row["run_id"],
+        workspace_id=row["workspace_id"],
+        journey_id=row["journey_id"],
+        version=row["version"],
+        customer_id=row["customer_id"],
+        holdout=row["holdout"],
+        step=row["step"],
+        visits=dict(row["visits"]),
+        data=dict(row["data"]),
+        due_at=row["due_at"],
+        waiting_for=row["waiting_for"],
+        entered_at=row["entered_at"],
+        status=row["status"],
+        ended_at=row["ended_at"],
+        end_reason=row["end_reason"],
+        converted_at=row["converted_at"],
     )
 
 
@@ -193,7 +191,7 @@ async def lock_live_runs(
         ),
         {"ws": workspace_id, "c": list(customers)},
     )
-    return [_run(row) for row in rows.all()]
+    return [_run(row._mapping) for row in rows.all()]
 
 
 _MIRROR_COLUMNS = "traits, trait_stamps, consent, suppressed, rfm"
@@ -207,31 +205,30 @@ async def lock_live_runs_and_load_mirrors(
     no_run = ", ".join(
         "m.customer_id" if c.strip() == "customer_id" else "NULL" for c in RUN_COLUMNS.split(",")
     )
-    rows = await conn.execute(
-        sa.text(
-            f"WITH r AS (SELECT {RUN_COLUMNS} FROM jr_runs WHERE workspace_id = :ws"  # noqa: S608
-            " AND customer_id = ANY(CAST(:c AS text[])) AND status = 'active'"
-            " ORDER BY run_id FOR UPDATE)"
-            f" SELECT {run_part}, CAST(NULL AS jsonb) AS traits, CAST(NULL AS jsonb) AS"
-            " trait_stamps, CAST(NULL AS jsonb) AS consent, CAST(NULL AS text[]) AS suppressed,"
-            " CAST(NULL AS jsonb) AS rfm FROM r"
-            f" UNION ALL SELECT {no_run}, {_MIRROR_COLUMNS} FROM jr_customers m"
-            " WHERE m.workspace_id = :ws AND m.customer_id = ANY(CAST(:c AS text[]))"
-        ),
+    rows = await fetch_direct(
+        conn,
+        f"WITH r AS (SELECT {RUN_COLUMNS} FROM jr_runs WHERE workspace_id = :ws"  # noqa: S608
+        " AND customer_id = ANY(CAST(:c AS text[])) AND status = 'active'"
+        " ORDER BY run_id FOR UPDATE)"
+        f" SELECT {run_part}, CAST(NULL AS jsonb) AS traits, CAST(NULL AS jsonb) AS"
+        " trait_stamps, CAST(NULL AS jsonb) AS consent, CAST(NULL AS text[]) AS suppressed,"
+        " CAST(NULL AS jsonb) AS rfm FROM r"
+        f" UNION ALL SELECT {no_run}, {_MIRROR_COLUMNS} FROM jr_customers m"
+        " WHERE m.workspace_id = :ws AND m.customer_id = ANY(CAST(:c AS text[]))",
         {"ws": workspace_id, "c": list(customers)},
     )
     runs: list[RunRow] = []
     mirrors: dict[str, Mirror] = {}
-    for row in rows.all():
-        if row.run_id is not None:
+    for row in rows:
+        if row["run_id"] is not None:
             runs.append(_run(row))
         else:
-            mirrors[row.customer_id] = Mirror(
-                dict(row.traits),
-                dict(row.trait_stamps),
-                dict(row.consent),
-                set(row.suppressed),
-                dict(row.rfm),
+            mirrors[row["customer_id"]] = Mirror(
+                dict(row["traits"]),
+                dict(row["trait_stamps"]),
+                dict(row["consent"]),
+                set(row["suppressed"]),
+                dict(row["rfm"]),
             )
     return runs, mirrors
 
@@ -248,7 +245,7 @@ async def claim_due_runs(conn: AsyncConnection, now: datetime, limit: int) -> li
         ),
         {"now": now, "n": limit},
     )
-    return [_run(row) for row in rows.all()]
+    return [_run(row._mapping) for row in rows.all()]
 
 
 async def recent_runs(
@@ -263,7 +260,7 @@ async def recent_runs(
         ),
         {"ws": workspace_id, "c": list(customers), "since": since},
     )
-    return [_run(row) for row in rows.all()]
+    return [_run(row._mapping) for row in rows.all()]
 
 
 async def entry_history(
@@ -318,15 +315,14 @@ async def save_runs(conn: AsyncConnection, runs: Sequence[RunRow]) -> None:
     """Writes runs back, all in one statement (each run id at most once)."""
     if not runs:
         return
-    await conn.execute(
-        sa.text(
-            f"INSERT INTO jr_runs ({RUN_COLUMNS}) SELECT * FROM {_RUN_UNNEST}"  # noqa: S608
-            " ON CONFLICT (run_id) DO UPDATE SET customer_id = excluded.customer_id,"
-            " step = excluded.step, visits = excluded.visits, due_at = excluded.due_at,"
-            " waiting_for = excluded.waiting_for, status = excluded.status,"
-            " ended_at = excluded.ended_at, end_reason = excluded.end_reason,"
-            " converted_at = excluded.converted_at"
-        ),
+    await fetch_direct(
+        conn,
+        f"INSERT INTO jr_runs ({RUN_COLUMNS}) SELECT * FROM {_RUN_UNNEST}"  # noqa: S608
+        " ON CONFLICT (run_id) DO UPDATE SET customer_id = excluded.customer_id,"
+        " step = excluded.step, visits = excluded.visits, due_at = excluded.due_at,"
+        " waiting_for = excluded.waiting_for, status = excluded.status,"
+        " ended_at = excluded.ended_at, end_reason = excluded.end_reason,"
+        " converted_at = excluded.converted_at",
         _run_columns(runs),
     )
 
@@ -362,7 +358,7 @@ async def cancel_runs(
         ),
         {"ids": list(run_ids), "reason": reason, "now": now},
     )
-    return [_run(row) for row in rows.all()]
+    return [_run(row._mapping) for row in rows.all()]
 
 
 async def cancel_absorbed_runs(
@@ -379,7 +375,7 @@ async def cancel_absorbed_runs(
         ),
         {"ws": workspace_id, "a": absorbed, "s": survivor, "reason": "merged", "now": now},
     )
-    return [_run(row) for row in rows.all()]
+    return [_run(row._mapping) for row in rows.all()]
 
 
 STEP_FIELDS = (
@@ -422,8 +418,9 @@ async def insert_new_runs(
         "e_d": [r[2] for r in counted],
         "e_a": [r[3] for r in counted],
     }
-    result = await conn.execute(
-        sa.text(
+    result = await fetch_direct(
+        conn,
+        (
             f"WITH ins AS (INSERT INTO jr_runs ({RUN_COLUMNS}) SELECT * FROM {_RUN_UNNEST}"  # noqa: S608
             " ON CONFLICT DO NOTHING RETURNING run_id),"
             " steps AS (INSERT INTO jr_steps (execution_id, outcome, workspace_id, journey_id,"
@@ -450,7 +447,7 @@ async def insert_new_runs(
         ),
         params,
     )
-    return {row.run_id for row in result.all()}
+    return {row[0] for row in result}
 
 
 async def marketing_sent(
