@@ -5,7 +5,9 @@ journey whose first step is a send: ingest → raw-events → profile → resolv
 Run with ``.venv/bin/python bench/bench_journey_latency.py [--rate 1000] [--seconds 15]``.
 Starts an embedded PostgreSQL and ``kizuna serve`` ingest, profile and journey (one process
 each, as deployed, on the PostgreSQL event log: the embedded default). Every customer is
-identified (with an email address) before the clock starts. Then ``Checkout Started`` events
+identified (with an email address) before the clock starts, and ``--warmup`` seconds of the
+same traffic for other customers come first, so that statistics are gathered on tables that
+hold rows, as autovacuum's are on a live system. Then ``Checkout Started`` events
 are posted to ``POST /v1/batch`` at ``--rate`` events/s (a post every ``--tick`` seconds,
 10 ms by default), one customer each, and a reader on ``send-requests`` notes when each
 one's send request arrives. Latency = arrival minus the 200 of the batch that carried the
@@ -29,6 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +114,14 @@ async def post(
     return time.perf_counter()
 
 
-async def measure(url: str, rate: int, seconds: float, tick_seconds: float) -> dict[str, Any]:
+async def measure(
+    url: str,
+    rate: int,
+    seconds: float,
+    tick_seconds: float,
+    warmup_seconds: float = 5,
+    journey_replicas: int = 1,
+) -> dict[str, Any]:
     engine = create_engine(url, pool_size=2)
     async with engine.begin() as conn:
         workspace_id = await auth.create_workspace(conn, "bench")
@@ -133,6 +143,7 @@ async def measure(url: str, rate: int, seconds: float, tick_seconds: float) -> d
     }
     ports = {name: free_port() for name in ("ingest", "profile", "journey")}
     children = [serve_process(name, port, env) for name, port in ports.items()]
+    children += [serve_process("journey", free_port(), env) for _ in range(journey_replicas - 1)]
     try:
         async with (
             aiohttp.ClientSession(
@@ -151,6 +162,7 @@ async def measure(url: str, rate: int, seconds: float, tick_seconds: float) -> d
                 total,
                 per_tick,
                 tick_seconds,
+                warmup_seconds,
                 accepted,
                 arrived,
             )
@@ -159,44 +171,31 @@ async def measure(url: str, rate: int, seconds: float, tick_seconds: float) -> d
             child.terminate()
         for child in children:
             child.wait(30)
-    return figures
+    return {**figures, "warmup_seconds": warmup_seconds, "journey_replicas": journey_replicas}
 
 
-async def _run(
+def shopper(probe: int) -> str:
+    return f"shopper-{probe}" if probe >= 0 else f"warm-{-probe}"
+
+
+async def offer(
     ingest: aiohttp.ClientSession,
-    journey: httpx.AsyncClient,
     write: dict[str, str],
-    admin_header: dict[str, str],
-    base: dict[str, Any],
-    total: int,
+    probes: range,
     per_tick: int,
     tick_seconds: float,
     accepted: dict[int, float],
-    arrived: dict[int, float],
-) -> dict[str, Any]:
-    rate = round(per_tick / tick_seconds)
-    created = await journey.post("/v1/journeys", json=JOURNEY, headers=admin_header)
-    created.raise_for_status()
-    await journey.post("/v1/journeys/checkout/activate", headers=admin_header)
-    people = [
-        {"type": "identify", "userId": f"shopper-{i}", "traits": {"email": f"s{i}@example.com"}}
-        for i in range(total)
-    ]
-    for start in range(0, total, 500):
-        await post(ingest, write, people[start : start + 500])
-    await asyncio.sleep(5)  # profile and journey take the identifies in
-    await gather_statistics(base["database_url"])
-    stop = asyncio.Event()
-    reader = asyncio.create_task(read_sends(KizunaSettings(**base), arrived, stop))
-    await asyncio.sleep(1)
+) -> float:
+    """Posts one ``Checkout Started`` per probe, ``per_tick`` to a post, a post every
+    ``tick_seconds``; notes when each was accepted; returns how long the posting took."""
     began = time.perf_counter()
     posts: list[asyncio.Task[None]] = []
-    for tick, start in enumerate(range(0, total, per_tick)):
-        indexes = list(range(start, min(total, start + per_tick)))
+    for tick, start in enumerate(range(0, len(probes), per_tick)):
+        indexes = list(probes[start : start + per_tick])
         calls = [
             {
                 "type": "track",
-                "userId": f"shopper-{i}",
+                "userId": shopper(i),
                 "event": "Checkout Started",
                 "properties": {"probe": i, "value": 30},
             }
@@ -213,10 +212,51 @@ async def _run(
         if delay > 0:
             await asyncio.sleep(delay)
     await asyncio.gather(*posts)
-    sent_for = time.perf_counter() - began
-    deadline = time.perf_counter() + 60
-    while len(arrived) < total and time.perf_counter() < deadline:  # noqa: ASYNC110
+    return time.perf_counter() - began
+
+
+async def _wait_for(condition: Callable[[], bool], timeout: float) -> None:
+    deadline = time.perf_counter() + timeout
+    while not condition() and time.perf_counter() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.1)
+
+
+async def _run(
+    ingest: aiohttp.ClientSession,
+    journey: httpx.AsyncClient,
+    write: dict[str, str],
+    admin_header: dict[str, str],
+    base: dict[str, Any],
+    total: int,
+    per_tick: int,
+    tick_seconds: float,
+    warmup_seconds: float,
+    accepted: dict[int, float],
+    arrived: dict[int, float],
+) -> dict[str, Any]:
+    rate = round(per_tick / tick_seconds)
+    created = await journey.post("/v1/journeys", json=JOURNEY, headers=admin_header)
+    created.raise_for_status()
+    await journey.post("/v1/journeys/checkout/activate", headers=admin_header)
+    warm = int(rate * warmup_seconds)
+    people = [
+        {"type": "identify", "userId": shopper(i), "traits": {"email": f"{shopper(i)}@example.com"}}
+        for i in range(-warm, total)
+    ]
+    for start in range(0, len(people), 500):
+        await post(ingest, write, people[start : start + 500])
+    await asyncio.sleep(5)  # profile and journey take the identifies in
+    stop = asyncio.Event()
+    reader = asyncio.create_task(read_sends(KizunaSettings(**base), arrived, stop))
+    await asyncio.sleep(1)
+    # Warm-up: the same traffic for other customers, so that the tables the journey writes
+    # (runs, steps, outbox) hold rows when their statistics are gathered, as in a live system.
+    await offer(ingest, write, range(-warm, 0), per_tick, tick_seconds, {})
+    await _wait_for(lambda: sum(1 for i in arrived if i < 0) >= warm, 60)
+    await gather_statistics(base["database_url"])
+    await asyncio.sleep(1)
+    sent_for = await offer(ingest, write, range(total), per_tick, tick_seconds, accepted)
+    await _wait_for(lambda: sum(1 for i in arrived if i >= 0) >= total, 60)
     stop.set()
     await reader
     latencies = [arrived[i] - accepted[i] for i in accepted if i in arrived]
@@ -242,9 +282,10 @@ async def _run(
 
 
 async def gather_statistics(url: str) -> None:
-    """The tables went from empty to thousands of rows in seconds; without statistics the
-    planner takes the timeline index for event-id look-ups. A live database has them:
-    autovacuum analyses a table within a minute of such growth."""
+    """The tables went from empty to thousands of rows in seconds. Without statistics the
+    planner takes the timeline index for event-id look-ups; with statistics taken while a
+    table was still empty, the plans the services' prepared statements cache scan it whole.
+    A live database has them: autovacuum analyses a table within a minute of such growth."""
     conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
         await conn.execute("ANALYZE")
@@ -265,7 +306,7 @@ SELECT
   percentile_cont(0.5) WITHIN GROUP (ORDER BY s.created_at - r.appended_at) AS journey_wait,
   percentile_cont(0.5) WITHIN GROUP (ORDER BY s.published_at - s.created_at) AS journey_batch
 FROM raw w JOIN resolved r USING (probe) JOIN sent s ON s.key = r.key
-WHERE w.probe IS NOT NULL
+WHERE w.probe::int >= 0  -- not the warm-up's
 """
 
 
@@ -294,6 +335,18 @@ def main() -> int:
     parser.add_argument(
         "--tick", type=float, default=0.01, help="seconds between posts (batch = rate * tick)"
     )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=5,
+        help="seconds of the same traffic, for other customers, before statistics and the clock",
+    )
+    parser.add_argument(
+        "--journey-replicas",
+        type=int,
+        default=1,
+        help="journey processes in one consumer group (the first serves the API)",
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="kizuna-bench-journey-latency-"))
     server = EmbeddedPostgres(workdir / "pg", free_port()).start()
@@ -301,7 +354,9 @@ def main() -> int:
         asyncio.run(ensure_database(server.url, "bench"))
         url = server.database_url("bench")
         migrate.upgrade(url)
-        figures = asyncio.run(measure(url, args.rate, args.seconds, args.tick))
+        figures = asyncio.run(
+            measure(url, args.rate, args.seconds, args.tick, args.warmup, args.journey_replicas)
+        )
     finally:
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
