@@ -50,8 +50,15 @@ class Outbox:
         published = 0
         while True:
             async with engine.begin() as conn:
+                # Custom plans for this transaction: a generic plan of the pending read, cached
+                # while the table was small or its statistics said it was empty, scans and
+                # sorts the whole table, and an outbox grows faster than statistics follow.
                 if not await conn.scalar(
-                    sa.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": self.lock_key}
+                    sa.text(
+                        "SELECT pg_try_advisory_xact_lock(:k) AND"
+                        " set_config('plan_cache_mode', 'force_custom_plan', true) <> ''"
+                    ),
+                    {"k": self.lock_key},
                 ):
                     return published
                 driver = await driver_connection(conn)
