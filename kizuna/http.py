@@ -38,32 +38,40 @@ def field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
+def http_error_response(exc: StarletteHTTPException) -> JSONResponse:
+    return JSONResponse(
+        error_body(exc.status_code, str(exc.detail)),
+        status_code=exc.status_code,
+        headers=getattr(exc, "headers", None),
+    )
+
+
+def unexpected_error_response(exc: Exception) -> JSONResponse:
+    problem = data_problem(exc)
+    if problem is not None:  # PostgreSQL refused a value the request carried
+        return JSONResponse(
+            error_body(422, f"a value in the request cannot be stored: {problem}"),
+            status_code=422,
+        )
+    if database_unreachable(exc):
+        log.warning("database_unreachable", error=str(exc)[:300])
+        return JSONResponse(
+            error_body(503, "the database cannot be reached; retry later"),
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+    log.exception("unhandled_error", error_type=type(exc).__name__)
+    return JSONResponse(error_body(500, "internal error; it has been logged"), status_code=500)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(
-            error_body(exc.status_code, str(exc.detail)),
-            status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
-        )
+        return http_error_response(exc)
 
     @app.exception_handler(Exception)
     async def unexpected_error(_: Request, exc: Exception) -> JSONResponse:
-        problem = data_problem(exc)
-        if problem is not None:  # PostgreSQL refused a value the request carried
-            return JSONResponse(
-                error_body(422, f"a value in the request cannot be stored: {problem}"),
-                status_code=422,
-            )
-        if database_unreachable(exc):
-            log.warning("database_unreachable", error=str(exc)[:300])
-            return JSONResponse(
-                error_body(503, "the database cannot be reached; retry later"),
-                status_code=503,
-                headers={"Retry-After": "5"},
-            )
-        log.exception("unhandled_error", error_type=type(exc).__name__)
-        return JSONResponse(error_body(500, "internal error; it has been logged"), status_code=500)
+        return unexpected_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -119,20 +127,25 @@ class RefuseNulMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            field = _nul_in(scope)
-            if field is not None:
-                response = JSONResponse(
-                    error_body(
-                        422,
-                        "the request is not valid",
-                        [{"field": field, "problem": "must not contain a NUL character"}],
-                    ),
-                    status_code=422,
-                )
-                await response(scope, receive, send)
-                return
+        refusal = nul_refusal(scope) if scope["type"] == "http" else None
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
         await self.app(scope, receive, send)
+
+
+def nul_refusal(scope: Scope) -> JSONResponse | None:
+    field = _nul_in(scope)
+    if field is None:
+        return None
+    return JSONResponse(
+        error_body(
+            422,
+            "the request is not valid",
+            [{"field": field, "problem": "must not contain a NUL character"}],
+        ),
+        status_code=422,
+    )
 
 
 def _nul_in(scope: Scope) -> str | None:
@@ -190,10 +203,10 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            method = scope["method"]
-            metrics.HTTP_REQUESTS.labels(self.service, method, path, str(status)).inc()
-            metrics.HTTP_LATENCY.labels(self.service, method, path).observe(
-                time.perf_counter() - started
-            )
+            path = getattr(scope.get("route"), "path", "unmatched")
+            record_request(self.service, scope["method"], path, status, started)
+
+
+def record_request(service: str, method: str, path: str, status: int, started: float) -> None:
+    metrics.HTTP_REQUESTS.labels(service, method, path, str(status)).inc()
+    metrics.HTTP_LATENCY.labels(service, method, path).observe(time.perf_counter() - started)

@@ -21,6 +21,7 @@ from kizuna.bus import Bus, ConsumerRunner
 from kizuna.bus.factory import bus_from_settings
 from kizuna.bus.runner import Decoder, Handler
 from kizuna.db import create_engine
+from kizuna.direct_routes import ServiceApp
 from kizuna.http import (
     MetricsMiddleware,
     RefuseNulMiddleware,
@@ -143,7 +144,7 @@ def create_service_app(
     on_shutdown: Sequence[Callable[[FastAPI], Awaitable[None]]] = (),
     background: Sequence[BackgroundTask] = (),
     description: str = "",
-) -> FastAPI:
+) -> ServiceApp:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(name, settings.log_level, settings.log_format)
@@ -187,7 +188,8 @@ def create_service_app(
             await bus.close()
             await engine.dispose()
 
-    app = FastAPI(
+    app = ServiceApp(
+        name,
         title=f"Kizuna {name}",
         description=description,
         version="0.1.0",

@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from kizuna import topics
 from kizuna.bus import BusUnavailable, OutgoingMessage
 from kizuna.envelope import Envelope
-from kizuna.http import MeasuredRoute, error_body
+from kizuna.http import error_body
 from kizuna_ingest import handlers, metrics
 from kizuna_ingest.adapters.sources import Source
 from kizuna_ingest.bodies import read_json
@@ -100,7 +100,7 @@ async def publish(runtime: IngestRuntime, envelopes: Sequence[Envelope]) -> None
 
 
 async def handle(request: Request, call_type: str | None) -> Response:
-    with structlog.contextvars.bound_contextvars(path=request.url.path, workspace_id=None):
+    with structlog.contextvars.bound_contextvars(path=request.scope["path"], workspace_id=None):
         return await _handle(request, call_type)
 
 
@@ -173,12 +173,15 @@ TRACKING_PATHS: dict[str, str | None] = {
 }
 DOCUMENTED = {f"/v1/{call}" for call in CALL_TYPES} | {"/v1/batch"}
 
-# The hot paths are plain Starlette routes: FastAPI's per-request machinery costs more than
-# the handler. The same endpoints are registered below as FastAPI routes only to document them
-# in the OpenAPI schema; requests never reach those, as the plain routes match first.
-fast_routes = [
-    MeasuredRoute(path, _route(call), methods=["POST"]) for path, call in TRACKING_PATHS.items()
-]
+
+# The hot paths are direct routes (kizuna.direct_routes, added in main): FastAPI's and
+# Starlette's per-request machinery costs more than the handler. The documented ones are also
+# registered below as FastAPI routes, only to describe them in the OpenAPI schema; requests
+# never reach those, as the direct routes match first.
+def route_endpoints() -> dict[str, Any]:
+    return {path: _route(call) for path, call in TRACKING_PATHS.items()}
+
+
 for _path in sorted(DOCUMENTED):
     router.add_api_route(
         _path,

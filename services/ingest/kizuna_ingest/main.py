@@ -22,5 +22,6 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         on_startup=[start],
         description="Segment-compatible tracking API, tracked links, sources and workspace keys.",
     )
-    app.router.routes[:0] = api.fast_routes
+    for path, endpoint in api.route_endpoints().items():
+        app.add_direct_route(path, endpoint, "POST")
     return app
