@@ -49,6 +49,13 @@ def _port_open(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
+# Autovacuum visits each database once a minute by default. On a fresh install the services'
+# tables go from empty to hundreds of thousands of rows within that minute, and until they are
+# analysed the plans the services' prepared statements cache treat them as near empty and walk
+# them whole (docs/benchmarks.md, "what a fresh install does under full load").
+SERVER_DEFAULTS = {"autovacuum_naptime": "10s"}
+
+
 @dataclass
 class EmbeddedPostgres:
     data_dir: Path
@@ -104,7 +111,8 @@ class EmbeddedPostgres:
         if _port_open(self.port) and (self.data_dir / "postmaster.pid").exists():
             return self  # already running from an earlier process
         options = [f"-h 127.0.0.1 -p {self.port} -k {self.data_dir}"]
-        options += [f"-c {name}={value}" for name, value in self.settings.items()]
+        settings = {**SERVER_DEFAULTS, **self.settings}
+        options += [f"-c {name}={value}" for name, value in settings.items()]
         self._pg(
             "pg_ctl",
             "-D",
