@@ -173,11 +173,13 @@ async def _process_workspace(
     }
     result = plan(refs, owner_of, known, new_customer_id(workspace_id))
 
+    assigned = list(zip(fresh, result.customer_of_event, strict=True))
+    # Before the merges: they delete the absorbed customers, whose parts the survivors take.
+    customers = await _updated_customers(conn, workspace_id, assigned, refs, rows, result)
     await store.apply_merges(conn, workspace_id, result.merges)
     await store.add_identifiers(conn, workspace_id, result.new_identifiers)
-    assigned = list(zip(fresh, result.customer_of_event, strict=True))
     await store.add_events(conn, workspace_id, assigned)
-    await store.save_customers(conn, workspace_id, _updated_customers(assigned, refs, rows, result))
+    await store.save_customers(conn, workspace_id, customers)
     facts: list[tuple[OrderFact, str]] = []
     for event, customer in assigned:
         fact = order_fact(event)
@@ -230,43 +232,70 @@ async def _without_erased(
     return kept_events, kept_refs
 
 
-def _updated_customers(
+async def _updated_customers(
+    conn: AsyncConnection,
+    workspace_id: str,
     assigned: list[tuple[Envelope, str]],
     refs: list[EventRefs],
     rows: dict[str, store.CustomerRow],
     result: Plan,
 ) -> list[store.CustomerWrite]:
-    records: dict[str, record.Record] = {}
+    """Each customer's new events are folded on their own and merged into what is stored
+    (the same record, since observing and merging commute). The record's parts are read and
+    written only for customers whose parts change: most events change only facts."""
+    deltas: dict[str, record.Record] = {}
     user_ids: dict[str, set[str]] = {}
-    for survivor in set(result.customer_of_event):
-        parts = [survivor, *result.absorbed_into.get(survivor, [])]
-        stored = []
-        for part in parts:
-            row = rows.get(part)
-            if row is not None:
-                stored.append(codec.from_json(row.record))
-                if row.user_id is not None:
-                    user_ids.setdefault(survivor, set()).add(row.user_id)
-        records[survivor] = functools.reduce(record.merge, stored) if stored else EMPTY_RECORD
     for (event, customer), ref in zip(assigned, refs, strict=True):
-        records[customer] = record.observe(records[customer], event)
+        deltas[customer] = record.observe(deltas.get(customer, EMPTY_RECORD), event)
         for identifier in ref.identifiers:
             if identifier.kind == "user_id":
                 user_ids.setdefault(customer, set()).add(identifier.value)
+    members = {
+        customer: [
+            part for part in (customer, *result.absorbed_into.get(customer, ())) if part in rows
+        ]
+        for customer in deltas
+    }
+    changing = {
+        customer
+        for customer, delta in deltas.items()
+        if record.has_parts(delta) or len(members[customer]) > 1
+    }
+    stored_parts = await store.parts(
+        conn, workspace_id, (part for customer in changing for part in members[customer])
+    )
     writes = []
-    for customer, value in sorted(records.items()):
+    for customer, delta in sorted(deltas.items()):
+        stored = []
+        for part in members[customer]:
+            row = rows[part]
+            stored.append(
+                codec.from_json(
+                    stored_parts.get(part, {}),
+                    first_seen_at=row.first_seen_at,
+                    last_seen_at=row.last_seen_at,
+                    events_count=row.events_count,
+                    last_email_opened_at=row.last_email_opened_at,
+                    last_email_clicked_at=row.last_email_clicked_at,
+                )
+            )
+            if row.user_id is not None:
+                user_ids.setdefault(customer, set()).add(row.user_id)
+        value = functools.reduce(record.merge, stored, delta)
         assert value.first_seen_at is not None
         assert value.last_seen_at is not None
+        is_new = customer not in rows
+        with_parts = is_new or customer in changing
         writes.append(
             store.CustomerWrite(
                 id=customer,
-                is_new=customer not in rows,
+                is_new=is_new,
                 user_id=min(user_ids[customer]) if customer in user_ids else None,
                 first_seen_at=value.first_seen_at,
                 last_seen_at=value.last_seen_at,
                 events_count=value.events_count,
-                traits=record.plain_traits(value),
-                record=codec.to_json(value),
+                traits=record.plain_traits(value) if with_parts else None,
+                record=codec.to_json(value) if with_parts else None,
                 last_email_opened_at=value.last_email_opened_at,
                 last_email_clicked_at=value.last_email_clicked_at,
             )

@@ -68,7 +68,11 @@ async def customer_view(
     )
     memberships = list(segments)
     rfm = next((s for s in memberships if s.kind == "rfm"), None)
-    record = codec.from_json(row["record"])
+    record = codec.from_json(
+        row["record"],
+        last_email_opened_at=row["last_email_opened_at"],
+        last_email_clicked_at=row["last_email_clicked_at"],
+    )
     orders = int(row["orders_count"])
     revenue = float(row["revenue_total"])
     return {

@@ -39,10 +39,15 @@ def _json(value: Any) -> str:
 
 @dataclass(frozen=True)
 class CustomerRow:
+    """A locked customer's columns; the record's parts are read only when needed (``parts``)."""
+
     id: str
     user_id: str | None
     first_seen_at: datetime
-    record: dict[str, Any]
+    last_seen_at: datetime
+    events_count: int
+    last_email_opened_at: datetime | None
+    last_email_clicked_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -169,7 +174,8 @@ async def lock_customers(
     if not ids:
         return {}
     rows = await (await driver_connection(conn)).fetch(
-        "SELECT id, user_id, first_seen_at, record FROM profile_customers"
+        "SELECT id, user_id, first_seen_at, last_seen_at, events_count, last_email_opened_at,"
+        " last_email_clicked_at FROM profile_customers"
         " WHERE workspace_id = $1 AND id = ANY($2::text[]) ORDER BY id FOR UPDATE",
         workspace_id,
         ids,
@@ -178,6 +184,21 @@ async def lock_customers(
     if len(found) != len(ids):
         raise ConcurrentChange("a customer was merged or erased while this batch was resolved")
     return found
+
+
+async def parts(
+    conn: AsyncConnection, workspace_id: str, customer_ids: Iterable[str]
+) -> dict[str, dict[str, Any]]:
+    """The ``record`` JSON of customers this transaction has locked."""
+    ids = sorted(set(customer_ids))
+    if not ids:
+        return {}
+    rows = await (await driver_connection(conn)).fetch(
+        "SELECT id, record FROM profile_customers WHERE workspace_id = $1 AND id = ANY($2::text[])",
+        workspace_id,
+        ids,
+    )
+    return {row[0]: row[1] for row in rows}
 
 
 async def apply_merges(
@@ -300,14 +321,16 @@ def event_name(event: Envelope) -> str | None:
 
 @dataclass(frozen=True)
 class CustomerWrite:
+    """``traits`` and ``record`` are None when they stay as stored (never for a new customer)."""
+
     id: str
     is_new: bool
     user_id: str | None
     first_seen_at: datetime
     last_seen_at: datetime
     events_count: int
-    traits: dict[str, Any]
-    record: dict[str, Any]
+    traits: dict[str, Any] | None
+    record: dict[str, Any] | None
     last_email_opened_at: datetime | None
     last_email_clicked_at: datetime | None
 
@@ -357,8 +380,8 @@ async def save_customers(
         return
     await (await driver_connection(conn)).execute(
         "UPDATE profile_customers c SET user_id = x.u, first_seen_at = x.f,"
-        " last_seen_at = x.l, events_count = x.n, traits = x.t::jsonb,"
-        " record = x.r::jsonb, last_email_opened_at = x.o,"
+        " last_seen_at = x.l, events_count = x.n, traits = coalesce(x.t::jsonb, c.traits),"
+        " record = coalesce(x.r::jsonb, c.record), last_email_opened_at = x.o,"
         " last_email_clicked_at = x.c, updated_at = now()"
         " FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[],"
         " $6::bigint[], $7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[])"
@@ -370,8 +393,8 @@ async def save_customers(
         [c.first_seen_at for c in known],
         [c.last_seen_at for c in known],
         [c.events_count for c in known],
-        [_json(c.traits) for c in known],
-        [_json(c.record) for c in known],
+        [None if c.traits is None else _json(c.traits) for c in known],
+        [None if c.record is None else _json(c.record) for c in known],
         [c.last_email_opened_at for c in known],
         [c.last_email_clicked_at for c in known],
     )

@@ -98,7 +98,35 @@ def _newest_views(views: Iterable[ViewedProduct]) -> tuple[ViewedProduct, ...]:
     return tuple(ordered[:LAST_VIEWED_KEPT])
 
 
+def _facts(left: Record, right: Record) -> dict[str, Any]:
+    return {
+        "first_seen_at": _earliest(left.first_seen_at, right.first_seen_at),
+        "last_seen_at": _latest(left.last_seen_at, right.last_seen_at),
+        "events_count": left.events_count + right.events_count,
+        "last_email_opened_at": _latest(left.last_email_opened_at, right.last_email_opened_at),
+        "last_email_clicked_at": _latest(left.last_email_clicked_at, right.last_email_clicked_at),
+    }
+
+
+def has_parts(record: Record) -> bool:
+    """Whether the record holds more than its facts (times and counts): traits, consent,
+    suppressions, viewed products or a cart. Merging a record without parts into another
+    changes only the other's facts."""
+    return bool(
+        record.traits
+        or record.consent
+        or record.suppressions
+        or record.last_viewed
+        or record.cart.entries
+        or record.cart.cleared is not None
+    )
+
+
 def merge(left: Record, right: Record) -> Record:
+    if not has_parts(right):
+        return _evolve(left, _facts(left, right))
+    if not has_parts(left):
+        return _evolve(right, _facts(left, right))
     consent = dict(left.consent)
     for channel, statement in right.consent.items():
         consent[channel] = _newer_consent(consent.get(channel), statement)
@@ -106,16 +134,12 @@ def merge(left: Record, right: Record) -> Record:
     for key, suppression in right.suppressions.items():
         suppressions[key] = _first_suppression(suppressions.get(key), suppression)
     return Record(
-        first_seen_at=_earliest(left.first_seen_at, right.first_seen_at),
-        last_seen_at=_latest(left.last_seen_at, right.last_seen_at),
-        events_count=left.events_count + right.events_count,
         traits=trait_map.merge(left.traits, right.traits),
         consent=consent,
         suppressions=suppressions,
-        last_email_opened_at=_latest(left.last_email_opened_at, right.last_email_opened_at),
-        last_email_clicked_at=_latest(left.last_email_clicked_at, right.last_email_clicked_at),
         last_viewed=_newest_views((*left.last_viewed, *right.last_viewed)),
         cart=cart_log.merge(left.cart, right.cart),
+        **_facts(left, right),
     )
 
 
