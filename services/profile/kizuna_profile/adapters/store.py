@@ -7,7 +7,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import orjson
@@ -37,8 +37,7 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-@dataclass(frozen=True)
-class CustomerRow:
+class CustomerRow(NamedTuple):
     """A locked customer's columns; the record's parts are read only when needed (``parts``)."""
 
     id: str

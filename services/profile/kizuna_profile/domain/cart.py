@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from kizuna_profile.domain.traits import Stamp
 
@@ -27,8 +27,7 @@ CART_EVENT_NAMES = frozenset({*ACTIONS, "Order Completed"})
 PRODUCT_FIELDS = ("product_id", "sku", "name", "price", "currency", "url", "image_url", "category")
 
 
-@dataclass(frozen=True)
-class CartEntry:
+class CartEntry(NamedTuple):
     stamp: Stamp
     action: Action
     products: tuple[dict[str, Any], ...]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from kizuna.envelope import Envelope
 from kizuna_profile.domain import cart as cart_log
@@ -25,8 +25,7 @@ LAST_VIEWED_KEPT = 10
 HARD_BOUNCES = frozenset({"hard", "permanent"})
 
 
-@dataclass(frozen=True)
-class ConsentStatement:
+class ConsentStatement(NamedTuple):
     status: ConsentStatus
     stamp: Stamp
     source: str
@@ -36,15 +35,13 @@ class ConsentStatement:
         return (self.stamp.at, self.status == "revoked", self.stamp.event_id)
 
 
-@dataclass(frozen=True)
-class Suppression:
+class Suppression(NamedTuple):
     """Sticky: once a channel bounced hard or complained, no merge or event lifts it."""
 
     stamp: Stamp  # the first time it happened
 
 
-@dataclass(frozen=True)
-class ViewedProduct:
+class ViewedProduct(NamedTuple):
     product_id: str
     stamp: Stamp
     details: dict[str, Any]

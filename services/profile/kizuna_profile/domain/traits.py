@@ -7,13 +7,14 @@ times, and merging two customers' traits, all give the same result. Pure: no I/O
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True)
-class Stamp:
+class Stamp(NamedTuple):
+    """Tuples, here and in the record, because a record is rebuilt for every event and a
+    tuple is made several times faster than a frozen dataclass."""
+
     at: datetime
     event_id: str
 
@@ -21,8 +22,7 @@ class Stamp:
         return (self.at, self.event_id) > (other.at, other.event_id)
 
 
-@dataclass(frozen=True)
-class TraitValue:
+class TraitValue(NamedTuple):
     value: Any
     stamp: Stamp
 
