@@ -53,7 +53,17 @@ def _port_open(port: int) -> bool:
 # tables go from empty to hundreds of thousands of rows within that minute, and until they are
 # analysed the plans the services' prepared statements cache treat them as near empty and walk
 # them whole (docs/benchmarks.md, "what a fresh install does under full load").
-SERVER_DEFAULTS = {"autovacuum_naptime": "10s"}
+#
+# PostgreSQL's own defaults (128 MB of buffers, a checkpoint every 1 GB of WAL) make a busy
+# profile consumer's random index inserts evict pages and write each again in full after every
+# checkpoint: about a quarter of PostgreSQL's CPU per event once profile_events holds a few
+# hundred thousand rows (docs/benchmarks.md). Buffers are allocated only as they are used.
+SERVER_DEFAULTS = {
+    "autovacuum_naptime": "10s",
+    "shared_buffers": "512MB",
+    "max_wal_size": "4GB",
+    "checkpoint_timeout": "15min",
+}
 
 
 @dataclass

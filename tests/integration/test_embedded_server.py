@@ -18,5 +18,7 @@ async def test_autovacuum_visits_each_database_every_ten_seconds(pg_server_url: 
     try:
         assert await conn.fetchval("SHOW autovacuum_naptime") == "10s"
         assert await conn.fetchval("SHOW max_connections") == "400"  # the caller's settings too
+        assert await conn.fetchval("SHOW shared_buffers") == "512MB"
+        assert await conn.fetchval("SHOW max_wal_size") == "4GB"
     finally:
         await conn.close()
