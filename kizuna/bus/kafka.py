@@ -261,7 +261,11 @@ class KafkaConsumer(Consumer):
 
     async def lag(self) -> int:
         total = 0
-        for tp in self._consumer.assignment():
+        for tp in list(self._consumer.assignment()):
+            # A rebalance during one of the awaits below may have taken it away; aiokafka then
+            # asserts in ``highwater``.
+            if tp not in self._consumer.assignment():
+                continue
             highwater = self._consumer.highwater(tp)
             if highwater is None:
                 continue

@@ -101,10 +101,20 @@ class ConsumerRunner(Generic[T]):
             batch = await consumer.fetch(self.batch_size, self.poll_timeout)
             if time.monotonic() - last_lag_report > LAG_REPORT_SECONDS:
                 last_lag_report = time.monotonic()  # the batch in hand counts as lag
-                metrics.CONSUMER_LAG.labels(self.group).set(await consumer.lag())
+                await self._report_lag(consumer)
             if batch:
                 await self._process(batch)
                 await consumer.commit(batch)
+
+    async def _report_lag(self, consumer: Consumer) -> None:
+        """A metric only: failing to read it (say, during a rebalance) must not drop the batch
+        in hand and restart the consumer, which would rebalance the group again."""
+        try:
+            metrics.CONSUMER_LAG.labels(self.group).set(await consumer.lag())
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.warning("consumer_lag_unavailable", group=self.group, error=repr(error))
 
     async def _process(self, batch: list[BusMessage]) -> None:
         decoded: list[Decoded[T]] = []

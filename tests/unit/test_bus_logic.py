@@ -100,6 +100,29 @@ async def test_undecodable_message_is_dead_lettered_and_rest_handled() -> None:
     assert [m.value for m in bus.published[topics.DEAD_LETTER]] == [b"x"]
 
 
+async def test_a_lag_that_cannot_be_read_neither_stops_nor_restarts_the_consumer() -> None:
+    bus = FakeBus([b"1", b"2", b"3"])
+    started: list[FakeConsumer] = []
+
+    class NoLag(FakeConsumer):
+        async def start(self) -> None:
+            started.append(self)
+
+        async def lag(self) -> int:
+            raise AssertionError("Partition is not assigned")  # as aiokafka mid-rebalance
+
+    bus.consumer = lambda group, topics: NoLag(bus)  # type: ignore[method-assign]
+    handled: list[int] = []
+
+    async def handle(batch: Sequence[Decoded[int]]) -> None:
+        handled.extend(item.value for item in batch)
+
+    runner = ConsumerRunner(bus, "g", ["in"], lambda m: int(m.value), handle, batch_size=1)
+    await run_until_committed(bus, runner, 3)
+    assert handled == [1, 2, 3]
+    assert len(started) == 1, "the consumer was not restarted"
+
+
 def test_next_offsets_is_one_past_the_highest_per_partition() -> None:
     messages = [
         BusMessage("a", 0, 5, "k", b""),
