@@ -242,7 +242,8 @@ async def _updated_customers(
 ) -> list[store.CustomerWrite]:
     """Each customer's new events are folded on their own and merged into what is stored
     (the same record, since observing and merging commute). The record's parts are read and
-    written only for customers whose parts change: most events change only facts."""
+    written only for customers whose parts change (most events change only facts), and then
+    only the parts that change."""
     deltas: dict[str, record.Record] = {}
     user_ids: dict[str, set[str]] = {}
     for (event, customer), ref in zip(assigned, refs, strict=True):
@@ -266,12 +267,18 @@ async def _updated_customers(
     )
     writes = []
     for customer, delta in sorted(deltas.items()):
+        is_new = customer not in rows
+        merging = len(members[customer]) > 1
+        # Without a merge, only the parts the new events touch are decoded and written again;
+        # the stored JSON's other parts are kept as they are. A merge combines every part.
+        touched = record.PARTS if is_new or merging else record.parts_held(delta)
         stored = []
         for part in members[customer]:
             row = rows[part]
             stored.append(
                 codec.from_json(
                     stored_parts.get(part, {}),
+                    parts=touched,
                     first_seen_at=row.first_seen_at,
                     last_seen_at=row.last_seen_at,
                     events_count=row.events_count,
@@ -284,8 +291,11 @@ async def _updated_customers(
         value = functools.reduce(record.merge, stored, delta)
         assert value.first_seen_at is not None
         assert value.last_seen_at is not None
-        is_new = customer not in rows
-        with_parts = is_new or customer in changing
+        json_parts = None
+        if is_new or merging:
+            json_parts = codec.to_json(value)
+        elif touched:
+            json_parts = codec.with_parts(stored_parts.get(customer, {}), value, touched)
         writes.append(
             store.CustomerWrite(
                 id=customer,
@@ -294,8 +304,8 @@ async def _updated_customers(
                 first_seen_at=value.first_seen_at,
                 last_seen_at=value.last_seen_at,
                 events_count=value.events_count,
-                traits=record.plain_traits(value) if with_parts else None,
-                record=codec.to_json(value) if with_parts else None,
+                traits=record.plain_traits(value) if "traits" in touched else None,
+                record=json_parts,
                 last_email_opened_at=value.last_email_opened_at,
                 last_email_clicked_at=value.last_email_clicked_at,
             )

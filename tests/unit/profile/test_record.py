@@ -86,6 +86,21 @@ def test_any_order_and_any_split_then_merge_give_the_same_record(
     assert decoded == expected, "the facts come from their columns, the parts from the JSON"
 
 
+@given(EVENTS, st.integers(0, 25))
+def test_writing_only_the_touched_parts_over_the_stored_json_gives_the_whole_record(
+    events: list[Envelope], split: int
+) -> None:
+    """What the handler does for a customer without a merge: the stored JSON's parts that the
+    new events do not touch are kept undecoded."""
+    stored, delta = fold(events[:split]), fold(events[split:])
+    stored_json = {**codec.to_json(stored), "events_count": 99}  # an older JSON's fact
+    touched = record.parts_held(delta)
+    partial = codec.from_json(stored_json, parts=touched)
+    assert record.parts_held(partial) <= touched
+    written = codec.with_parts(stored_json, record.merge(partial, delta), touched)
+    assert written == codec.to_json(record.merge(stored, delta))
+
+
 def test_cart_replays_in_event_time_and_order_completed_clears_it() -> None:
     value = fold(
         [

@@ -105,6 +105,9 @@ def _facts(left: Record, right: Record) -> dict[str, Any]:
     }
 
 
+PARTS = ("traits", "consent", "suppressions", "last_viewed", "cart")
+
+
 def has_parts(record: Record) -> bool:
     """Whether the record holds more than its facts (times and counts): traits, consent,
     suppressions, viewed products or a cart. Merging a record without parts into another
@@ -117,6 +120,19 @@ def has_parts(record: Record) -> bool:
         or record.cart.entries
         or record.cart.cleared is not None
     )
+
+
+def parts_held(record: Record) -> frozenset[str]:
+    """The names (``PARTS``) of the parts that are not empty. Each part merges on its own, so
+    merging ``record`` into another changes only these parts of it (and its facts)."""
+    held = {
+        "traits": bool(record.traits),
+        "consent": bool(record.consent),
+        "suppressions": bool(record.suppressions),
+        "last_viewed": bool(record.last_viewed),
+        "cart": bool(record.cart.entries) or record.cart.cleared is not None,
+    }
+    return frozenset(name for name, present in held.items() if present)
 
 
 def merge(left: Record, right: Record) -> Record:
