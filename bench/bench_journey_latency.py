@@ -34,6 +34,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -327,9 +328,11 @@ async def _run(
     await gather_statistics(base["database_url"])
     await asyncio.sleep(1)
     cpu_before, processes_before = machine_cpu(), cpu_by_process(processes)
+    measured_from = await database_now(base["database_url"])
     sent_for = await offer(ingest, range(total), per_tick, tick_seconds, accepted)
     await _wait_for(lambda: sum(1 for i in arrived if i >= 0) >= total, 60)
     busy = busy_share(cpu_before, machine_cpu())
+    measured_until = await database_now(base["database_url"])
     cpu_us_per_event = {
         name: round((seconds - processes_before.get(name, 0.0)) / total * 1e6)
         for name, seconds in sorted(cpu_by_process(processes).items())
@@ -338,6 +341,7 @@ async def _run(
     await reader
     latencies = [arrived[i] - accepted[i] for i in accepted if i in arrived]
     hops = await hop_medians(base["database_url"])
+    per_append = await messages_per_append(base["database_url"], measured_from, measured_until)
     baseline = await bus_round_trip(KizunaSettings(**base), 100)
     return {
         "events": total,
@@ -357,6 +361,7 @@ async def _run(
         "cpu_count": os.cpu_count(),
         "machine_busy_while_measured": busy,
         "cpu_us_per_event_while_measured": cpu_us_per_event,
+        "messages_per_append": per_append,
     }
 
 
@@ -421,6 +426,32 @@ SELECT
 FROM raw w JOIN resolved r USING (probe) JOIN sent s ON s.key = r.key
 WHERE w.probe::int >= 0  -- not the warm-up's
 """
+
+
+async def database_now(url: str) -> datetime:
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        now: datetime = await conn.fetchval("SELECT clock_timestamp()")
+    finally:
+        await conn.close()
+    return now
+
+
+async def messages_per_append(url: str, since: datetime, until: datetime) -> dict[str, float]:
+    """By topic of the PostgreSQL log, messages per append while measured: each append is one
+    transaction, so its rows share an ``xmin``."""
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        rows = await conn.fetch(
+            "SELECT topic, count(*)::float / count(DISTINCT xmin::text) AS per_append"
+            " FROM bus_messages WHERE appended_at BETWEEN $1 AND $2"
+            " GROUP BY topic ORDER BY topic",
+            since,
+            until,
+        )
+    finally:
+        await conn.close()
+    return {row["topic"]: round(row["per_append"], 2) for row in rows}
 
 
 async def hop_medians(url: str) -> dict[str, float]:
@@ -501,6 +532,10 @@ def main() -> int:
         f" {figures.get('journey_batch_p50_ms')} ms\n"
         "CPU per event while measured (µs): "
         + ", ".join(f"{k} {v}" for k, v in figures["cpu_us_per_event_while_measured"].items())
+    )
+    print(
+        "messages per append: "
+        + ", ".join(f"{k} {v}" for k, v in figures["messages_per_append"].items())
     )
     print(json.dumps(figures))
     return 0

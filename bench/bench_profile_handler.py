@@ -88,6 +88,17 @@ async def statements(url: str, events: int) -> list[dict[str, Any]]:
     ]
 
 
+async def wal(url: str, events: int) -> dict[str, float]:
+    """WAL written per event since the last reset: records, full-page images, bytes."""
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        row = await conn.fetchrow("SELECT wal_records, wal_fpi, wal_bytes FROM pg_stat_wal")
+    finally:
+        await conn.close()
+    names = ("wal_records", "wal_fpi", "wal_bytes")
+    return {name: 0.0 if row is None else round(float(row[name]) / events, 2) for name in names}
+
+
 async def sql(url: str, *commands: str) -> None:
     conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
@@ -106,7 +117,12 @@ async def measure(url: str, postmaster: int, warm: int, events: int) -> dict[str
     gc.set_threshold(*GC_THRESHOLDS)
     try:
         await through_handler(engine, raw[:warm])
-        await sql(url, "ANALYZE", "SELECT pg_stat_statements_reset()")
+        await sql(
+            url,
+            "ANALYZE",
+            "SELECT pg_stat_statements_reset()",
+            "SELECT pg_stat_reset_shared('wal')",
+        )
         measured = raw[warm:]
         cpu, pg, wall = time.process_time(), postgres_cpu(postmaster), time.perf_counter()
         await through_handler(engine, measured)
@@ -126,6 +142,7 @@ async def measure(url: str, postmaster: int, warm: int, events: int) -> dict[str
         "baseline_decode_encode_us_per_event": round(base / events * 1e6, 1),
         "python_vs_baseline": round(cpu / base, 1),
         "statements": await statements(url, events),
+        "wal": await wal(url, events),
     }
 
 
@@ -165,6 +182,11 @@ def main() -> int:
         f" {figures['python_us_per_event']} µs ({figures['python_vs_baseline']}x decoding and"
         f" encoding alone, {figures['baseline_decode_encode_us_per_event']} µs), PostgreSQL"
         f" {figures['postgres_us_per_event']} µs"
+    )
+    wal_written = figures["wal"]
+    print(
+        f"WAL per event: {wal_written['wal_records']} records,"
+        f" {wal_written['wal_fpi']} full-page images, {wal_written['wal_bytes']:.0f} bytes"
     )
     print(json.dumps(figures))
     return 0
