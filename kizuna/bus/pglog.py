@@ -3,7 +3,9 @@
 Each topic has a fixed number of partitions. A publisher takes the partition's row lock to
 allocate offsets, so offsets commit in order. A consumer-group member holds a session advisory
 lock for each partition it owns (and one for its own liveness): when its connection dies,
-PostgreSQL releases them and the remaining members take the partitions over.
+PostgreSQL releases them and the remaining members take the partitions over. An append
+notifies its topic's channel; a process's consumers share one listening session
+(``pglisten``).
 """
 
 from __future__ import annotations
@@ -31,26 +33,10 @@ from kizuna.bus.base import (
     partition_for,
 )
 from kizuna.bus.group_append import GroupAppender
+from kizuna.bus.pglisten import CONNECTION_ERRORS, KEEPALIVE, SharedListener, notify_channel
 
-NOTIFY_CHANNEL = "kizuna_bus"
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
-_CONNECTION_ERRORS = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.OperatorInterventionError,  # shutdown, cannot connect now, cancelled
-    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
-    asyncpg.exceptions.TransactionRollbackError,  # deadlock, serialization failure
-    asyncpg.exceptions.ReadOnlySQLTransactionError,  # a standby during failover
-)
-# The server notices a consumer whose host vanished and frees its partition locks.
-_KEEPALIVE = {
-    "tcp_keepalives_idle": "10",
-    "tcp_keepalives_interval": "5",
-    "tcp_keepalives_count": "3",
-    "tcp_user_timeout": "30000",
-}
+_CONNECTION_ERRORS = CONNECTION_ERRORS
 
 
 async def _keep_session(_conn: asyncpg.Connection) -> None:
@@ -76,6 +62,7 @@ class PostgresLogBus(Bus):
         self._pool: asyncpg.Pool | None = None
         self._partitions: dict[str, int] = {}  # a topic's partitions never change
         self._appender = GroupAppender(self._append_now)
+        self.listener = SharedListener(dsn)
 
     async def start(self) -> None:
         try:
@@ -87,6 +74,7 @@ class PostgresLogBus(Bus):
 
     async def close(self) -> None:
         await self._appender.close()
+        await self.listener.close()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -168,7 +156,7 @@ class PostgresLogBus(Bus):
             " headers) SELECT $1, m.partition, moved.first + m.i, m.k, m.v, m.h::jsonb"
             " FROM unnest($4::int[], $5::bigint[], $6::text[], $7::bytea[], $8::text[])"
             " AS m(partition, i, k, v, h) JOIN moved USING (partition))"
-            " SELECT pg_notify($9, $1)",  # a data-modifying WITH runs whether or not it is read
+            " SELECT pg_notify($9, '')",  # a data-modifying WITH runs whether or not it is read
             topic,
             ordered,
             [counts[p] for p in ordered],
@@ -177,7 +165,7 @@ class PostgresLogBus(Bus):
             [m.key for m in messages],
             [m.value for m in messages],
             [json.dumps(dict(m.headers)) if m.headers else None for m in messages],
-            NOTIFY_CHANNEL,
+            notify_channel(topic),
         )
 
     def consumer(self, group: str, topics: Sequence[str]) -> Consumer:
@@ -211,7 +199,7 @@ class PostgresLogConsumer(Consumer):
         self.bus = bus
         self.group = group
         self.topics = [bus.full_name(t) for t in topics]
-        self._topic_set = frozenset(self.topics)
+        self._channels = [notify_channel(t) for t in self.topics]
         self.member_id = uuid.uuid4().hex
         self._conn: asyncpg.Connection | None = None
         self._wakeup = asyncio.Event()
@@ -226,7 +214,7 @@ class PostgresLogConsumer(Consumer):
 
     async def start(self) -> None:
         self._conn = await asyncpg.connect(
-            self.bus.dsn, command_timeout=60, server_settings=_KEEPALIVE
+            self.bus.dsn, command_timeout=60, server_settings=KEEPALIVE
         )
         await self.conn.execute(
             "SELECT pg_advisory_lock(hashtext('kizuna-member'), hashtext($1))", self.member_id
@@ -237,17 +225,12 @@ class PostgresLogConsumer(Consumer):
             self.member_id,
             self.topics,
         )
-        await self.conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
-
-    def _on_notify(self, _conn: object, _pid: object, _channel: object, topic: object) -> None:
-        # Every publish notifies every listener; waking only for our own topics spares the
-        # database a read per consumer per publish (most of its work on a busy log).
-        if topic in self._topic_set or not topic:
-            self._wakeup.set()
+        await self.bus.listener.subscribe(self._channels, self._wakeup)
 
     async def close(self) -> None:
         if self._conn is None:
             return
+        await self.bus.listener.unsubscribe(self._channels, self._wakeup)
         with contextlib.suppress(*_CONNECTION_ERRORS):
             await self._conn.execute(
                 "DELETE FROM bus_group_members WHERE group_id = $1 AND member_id = $2",
@@ -270,6 +253,7 @@ class PostgresLogConsumer(Consumer):
             remaining = deadline - loop.time()
             if messages or remaining <= 0:
                 return messages
+            await self.bus.listener.ensure()
             await wait_event(self._wakeup, min(remaining, self.bus.rebalance_interval))
 
     async def _read(self, max_records: int) -> list[BusMessage]:
