@@ -51,6 +51,9 @@ from kizuna.db import create_engine
 from kizuna.devserver import serve_process
 from kizuna.embedded_pg import EmbeddedPostgres, ensure_database, free_port
 from kizuna.envelope import Envelope
+from kizuna_profile.settings import ProfileSettings
+
+DEFAULT_BATCH: int = ProfileSettings.model_fields["consumer_batch_size"].default
 
 PARTITIONS = 8
 SECRET_KEY = secrets.token_hex(32)
@@ -170,16 +173,19 @@ async def baseline(bus: KafkaBus, total: int) -> float:
     return total / (time.perf_counter() - started)
 
 
-def start_profile(url: str, bootstrap: str, port: int) -> subprocess.Popen[bytes]:
+def start_profile(
+    url: str, bootstrap: str, port: int, batch_size: int | None
+) -> subprocess.Popen[bytes]:
     env = {
         "KIZUNA_DATABASE_URL": url,
         "KIZUNA_BUS_URL": f"kafka://{bootstrap}",
         "KIZUNA_TOPIC_PREFIX": PREFIX,
         "KIZUNA_BUS_PARTITIONS": str(PARTITIONS),
-        "KIZUNA_CONSUMER_BATCH_SIZE": "1000",
         "KIZUNA_LOG_LEVEL": "WARNING",
         "KIZUNA_SECRET_KEY": SECRET_KEY,  # the same for every replica
     }
+    if batch_size is not None:
+        env["KIZUNA_CONSUMER_BATCH_SIZE"] = str(batch_size)
     return serve_process("profile", port, env)
 
 
@@ -328,14 +334,18 @@ async def measure(
         await warm_up_broker(bus, args.broker_warmup, workspace_id)
         await publish(bus, events)
         ceiling = await baseline(bus, len(events))
-        replicas.append(start_profile(url, bootstrap, port))
-        replicas += [start_profile(url, bootstrap, free_port()) for _ in range(args.replicas - 1)]
+        replicas.append(start_profile(url, bootstrap, port, args.batch_size))
+        replicas += [
+            start_profile(url, bootstrap, free_port(), args.batch_size)
+            for _ in range(args.replicas - 1)
+        ]
         rates = await steady_rate(engine, bootstrap, args.replicas, len(events))
         rate = rates["profile_events_s"]
         figures: dict[str, Any] = {
             "events": len(events),
             "customers": CUSTOMERS,
             "replicas": args.replicas,
+            "batch_size": args.batch_size or DEFAULT_BATCH,
             "broker_warmup_seconds": args.broker_warmup,
             "baseline_consume_decode_events_s": round(ceiling),
             "profile_events_s": round(rate),
@@ -374,6 +384,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="50k events, 10 s burst, 20k rows")
     parser.add_argument(
         "--replicas", type=int, default=1, help="profile processes in one consumer group"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="KIZUNA_CONSUMER_BATCH_SIZE for the replicas (default: the service's own)",
     )
     parser.add_argument(
         "--broker-warmup",

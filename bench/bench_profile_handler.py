@@ -5,8 +5,8 @@ embedded PostgreSQL with ``pg_stat_statements``, then, with the service's garbag
 settings:
 
 (a) warm-up: N events (100,000 by default) of ``bench_profile``'s mix for 100,000 customers
-    go through ``handlers.process`` in batches of 1,000, then ``ANALYZE``, as on a live
-    database;
+    go through ``handlers.process`` in batches of ``--batch`` (the service's consumer batch
+    size by default), then ``ANALYZE``, as on a live database;
 (b) measured: M more events the same way, each batch decoded from bytes first and its resolved
     and lifecycle events encoded after, as the consumer does (no broker);
 (c) baseline: the same M events only decoded and their resolved copies encoded.
@@ -41,8 +41,9 @@ from kizuna.embedded_pg import EmbeddedPostgres, ensure_database, free_port
 from kizuna.envelope import Envelope
 from kizuna.service import GC_THRESHOLDS
 from kizuna_profile import handlers
+from kizuna_profile.settings import ProfileSettings
 
-BATCH = 1000
+DEFAULT_BATCH: int = ProfileSettings.model_fields["consumer_batch_size"].default
 
 
 def postgres_cpu(postmaster: int) -> float:
@@ -59,9 +60,9 @@ def postgres_cpu(postmaster: int) -> float:
     return total
 
 
-async def through_handler(engine: Any, raw: list[bytes]) -> None:
-    for start in range(0, len(raw), BATCH):
-        events = [Envelope.from_bytes(value) for value in raw[start : start + BATCH]]
+async def through_handler(engine: Any, raw: list[bytes], batch: int) -> None:
+    for start in range(0, len(raw), batch):
+        events = [Envelope.from_bytes(value) for value in raw[start : start + batch]]
         async with engine.begin() as conn:
             outcome = await handlers.process(conn, events)
         for event in (*outcome.lifecycle, *outcome.resolved):
@@ -108,7 +109,7 @@ async def sql(url: str, *commands: str) -> None:
         await conn.close()
 
 
-async def measure(url: str, postmaster: int, warm: int, events: int) -> dict[str, Any]:
+async def measure(url: str, postmaster: int, warm: int, events: int, batch: int) -> dict[str, Any]:
     rng = random.Random(1)
     raw = [make_event(i, rng, "ws_bench").to_bytes() for i in range(warm + events)]
     engine = create_engine(url, pool_size=1)
@@ -116,7 +117,7 @@ async def measure(url: str, postmaster: int, warm: int, events: int) -> dict[str
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
     try:
-        await through_handler(engine, raw[:warm])
+        await through_handler(engine, raw[:warm], batch)
         await sql(
             url,
             "ANALYZE",
@@ -125,7 +126,7 @@ async def measure(url: str, postmaster: int, warm: int, events: int) -> dict[str
         )
         measured = raw[warm:]
         cpu, pg, wall = time.process_time(), postgres_cpu(postmaster), time.perf_counter()
-        await through_handler(engine, measured)
+        await through_handler(engine, measured, batch)
         wall = time.perf_counter() - wall
         cpu, pg = time.process_time() - cpu, postgres_cpu(postmaster) - pg
         base = time.process_time()
@@ -135,6 +136,7 @@ async def measure(url: str, postmaster: int, warm: int, events: int) -> dict[str
         await engine.dispose()
     return {
         "warm_events": warm,
+        "batch": batch,
         "events": events,
         "events_s": round(events / wall),
         "python_us_per_event": round(cpu / events * 1e6, 1),
@@ -150,6 +152,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--warm", type=int, default=100_000)
     parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="events per batch")
     parser.add_argument(
         "--pg-setting",
         action="append",
@@ -171,7 +174,7 @@ def main() -> int:
         migrate.upgrade(url)
         asyncio.run(sql(url, "CREATE EXTENSION pg_stat_statements"))
         postmaster = int((workdir / "pg" / "postmaster.pid").read_text().split()[0])
-        figures = asyncio.run(measure(url, postmaster, args.warm, args.events))
+        figures = asyncio.run(measure(url, postmaster, args.warm, args.events, args.batch))
     finally:
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
