@@ -24,6 +24,7 @@ import asyncpg
 
 NOTIFY_PREFIX = "kizuna_bus:"
 MAX_CHANNEL_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1
+CONNECT_TIMEOUT = 10.0  # bounds how long a consumer's close waits behind a reconnect
 CONNECTION_ERRORS = (
     OSError,
     TimeoutError,
@@ -109,7 +110,9 @@ class SharedListener:
         if self._alive():
             assert self._conn is not None
             return self._conn
-        conn = await asyncpg.connect(self.dsn, command_timeout=60, server_settings=KEEPALIVE)
+        conn = await asyncpg.connect(
+            self.dsn, timeout=CONNECT_TIMEOUT, command_timeout=60, server_settings=KEEPALIVE
+        )
         try:
             conn.add_termination_listener(self._lost)
             for channel in self._waiters:
