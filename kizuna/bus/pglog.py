@@ -36,7 +36,6 @@ from kizuna.bus.group_append import GroupAppender
 from kizuna.bus.pglisten import CONNECTION_ERRORS, KEEPALIVE, SharedListener, notify_channel
 
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
-_CONNECTION_ERRORS = CONNECTION_ERRORS
 
 
 async def _keep_session(_conn: asyncpg.Connection) -> None:
@@ -69,7 +68,7 @@ class PostgresLogBus(Bus):
             self._pool = await asyncpg.create_pool(
                 self.dsn, min_size=1, max_size=10, reset=_keep_session
             )
-        except _CONNECTION_ERRORS as error:
+        except CONNECTION_ERRORS as error:
             raise BusUnavailable(f"cannot reach the PostgreSQL event log: {error}") from error
 
     async def close(self) -> None:
@@ -122,7 +121,7 @@ class PostgresLogBus(Bus):
             async with self.pool.acquire() as conn:
                 partitions = await self.topic_partitions(conn, topic)
                 await self._append(conn, self.full_name(topic), partitions, messages)
-        except _CONNECTION_ERRORS as error:
+        except CONNECTION_ERRORS as error:
             raise BusUnavailable(
                 f"the PostgreSQL event log did not take the messages: {error}"
             ) from error
@@ -190,7 +189,7 @@ class PostgresLogBus(Bus):
     async def ping(self) -> None:
         try:
             await self.pool.fetchval("SELECT 1 FROM bus_topics LIMIT 1")
-        except _CONNECTION_ERRORS as error:
+        except CONNECTION_ERRORS as error:
             raise BusUnavailable(str(error)) from error
 
 
@@ -231,13 +230,13 @@ class PostgresLogConsumer(Consumer):
         if self._conn is None:
             return
         await self.bus.listener.unsubscribe(self._channels, self._wakeup)
-        with contextlib.suppress(*_CONNECTION_ERRORS):
+        with contextlib.suppress(*CONNECTION_ERRORS):
             await self._conn.execute(
                 "DELETE FROM bus_group_members WHERE group_id = $1 AND member_id = $2",
                 self.group,
                 self.member_id,
             )
-        with contextlib.suppress(*_CONNECTION_ERRORS):
+        with contextlib.suppress(*CONNECTION_ERRORS):
             await self._conn.close(timeout=5)
         self._conn = None
         self._owned.clear()

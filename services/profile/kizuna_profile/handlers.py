@@ -257,11 +257,8 @@ async def _updated_customers(
         ]
         for customer in deltas
     }
-    changing = {
-        customer
-        for customer, delta in deltas.items()
-        if record.has_parts(delta) or len(members[customer]) > 1
-    }
+    held = {customer: record.parts_held(delta) for customer, delta in deltas.items()}
+    changing = {customer for customer in deltas if held[customer] or len(members[customer]) > 1}
     stored_parts = await store.parts(
         conn, workspace_id, (part for customer in changing for part in members[customer])
     )
@@ -271,7 +268,7 @@ async def _updated_customers(
         merging = len(members[customer]) > 1
         # Without a merge, only the parts the new events touch are decoded and written again;
         # the stored JSON's other parts are kept as they are. A merge combines every part.
-        touched = record.PARTS if is_new or merging else record.parts_held(delta)
+        touched = record.PARTS if is_new or merging else held[customer]
         stored = []
         for part in members[customer]:
             row = rows[part]

@@ -108,23 +108,10 @@ def _facts(left: Record, right: Record) -> dict[str, Any]:
 PARTS = ("traits", "consent", "suppressions", "last_viewed", "cart")
 
 
-def has_parts(record: Record) -> bool:
-    """Whether the record holds more than its facts (times and counts): traits, consent,
-    suppressions, viewed products or a cart. Merging a record without parts into another
-    changes only the other's facts."""
-    return bool(
-        record.traits
-        or record.consent
-        or record.suppressions
-        or record.last_viewed
-        or record.cart.entries
-        or record.cart.cleared is not None
-    )
-
-
 def parts_held(record: Record) -> frozenset[str]:
-    """The names (``PARTS``) of the parts that are not empty. Each part merges on its own, so
-    merging ``record`` into another changes only these parts of it (and its facts)."""
+    """The names (``PARTS``) of the parts that are not empty: traits, consent, suppressions,
+    viewed products, a cart. Each part merges on its own, so merging ``record`` into another
+    changes only these parts of it (and its facts)."""
     held = {
         "traits": bool(record.traits),
         "consent": bool(record.consent),
@@ -133,6 +120,11 @@ def parts_held(record: Record) -> frozenset[str]:
         "cart": bool(record.cart.entries) or record.cart.cleared is not None,
     }
     return frozenset(name for name, present in held.items() if present)
+
+
+def has_parts(record: Record) -> bool:
+    """Whether the record holds more than its facts (times and counts)."""
+    return bool(parts_held(record))
 
 
 def merge(left: Record, right: Record) -> Record:
