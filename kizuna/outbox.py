@@ -2,21 +2,29 @@
 transaction as the decision, and a publisher moves them to the bus in order. A crash between
 publishing and marking publishes them again under the same ids; consumers dedupe by id.
 
+On the PostgreSQL event log the log lives in the service's own database, so an outbox that
+``writes_to`` it appends a transaction's ``OutboxBatch`` straight into the log at the end of
+that transaction: the same all-or-nothing guarantee without the publisher's hop (ADR 0011).
+
 Plumbing only: the table (``id`` identity, ``event_id`` unique, ``topic``, ``key``, ``value``,
 ``published_at``) belongs to the service that uses it."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 import structlog
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from kizuna import metrics
 from kizuna.aio import wait_event
 from kizuna.bus import Bus, OutgoingMessage
+from kizuna.bus.pglog import PostgresLogBus
 from kizuna.db import driver_connection
 from kizuna.envelope import Envelope
 
@@ -25,11 +33,80 @@ BATCH = 500
 
 
 @dataclass
+class OutboxBatch:
+    """What one transaction publishes, gathered while it decides and written at its end by
+    ``Outbox.write``. An event id staged twice for a topic is kept once."""
+
+    by_topic: dict[str, dict[str, Envelope]] = field(default_factory=dict)
+
+    def add(self, topic: str, events: Sequence[Envelope]) -> None:
+        staged = self.by_topic.setdefault(topic, {})
+        for event in events:
+            staged.setdefault(event.id, event)
+
+    def __bool__(self) -> bool:
+        return any(self.by_topic.values())
+
+
+def _same_database(engine: AsyncEngine, dsn: str) -> bool:
+    ours, theirs = engine.url, make_url(dsn)
+    return (ours.host, ours.port or 5432, ours.database) == (
+        theirs.host,
+        theirs.port or 5432,
+        theirs.database,
+    )
+
+
+@dataclass
 class Outbox:
     table: str  # a fixed name from the service's own code, never user input
     lock_key: int  # one publisher at a time keeps each customer's events in order
     batch: int = BATCH
     pending: asyncio.Event = field(default_factory=asyncio.Event)
+    log: PostgresLogBus | None = None  # set by writes_to: batches go straight into it
+
+    def writes_to(self, bus: Bus, engine: AsyncEngine) -> None:
+        """Batches go straight into ``bus`` when it is the PostgreSQL event log in the
+        engine's database; otherwise (Kafka, or a log elsewhere) they go through the table
+        and the publisher. Host names are compared as written: when unsure, the table."""
+        if isinstance(bus, PostgresLogBus) and _same_database(engine, bus.dsn):
+            self.log = bus
+        else:
+            self.log = None
+
+    @asynccontextmanager
+    async def transaction(
+        self, engine: AsyncEngine
+    ) -> AsyncIterator[tuple[AsyncConnection, OutboxBatch]]:
+        """A transaction whose batch is written at its end, just before it commits; wakes the
+        publisher once it has committed rows to the table."""
+        batch = OutboxBatch()
+        async with engine.begin() as conn:
+            yield conn, batch
+            to_publish = await self.write(conn, batch)
+        if to_publish:
+            self.pending.set()
+        elif self.log is not None:
+            for topic, staged in batch.by_topic.items():
+                metrics.MESSAGES_PUBLISHED.labels(topic).inc(len(staged))
+
+    async def write(self, conn: AsyncConnection, batch: OutboxBatch) -> bool:
+        """Writes the batch in the caller's transaction, as its last statements: appended to
+        the log, the topics' partition locks are held until the commit, and taking them in
+        topic order keeps two such transactions from deadlocking. Returns whether rows went
+        to the table (for the publisher)."""
+        if not batch:
+            return False
+        in_order = [(t, list(batch.by_topic[t].values())) for t in sorted(batch.by_topic)]
+        if self.log is None:
+            for topic, events in in_order:
+                await self.add(conn, topic, events)
+            return True
+        driver = await driver_connection(conn)
+        for topic, events in in_order:
+            messages = [OutgoingMessage(e.bus_key, e.to_bytes()) for e in events]
+            await self.log.append_in_transaction(driver, topic, messages)
+        return False
 
     async def add(self, conn: AsyncConnection, topic: str, events: Sequence[Envelope]) -> None:
         if not events:

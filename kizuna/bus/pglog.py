@@ -126,6 +126,19 @@ class PostgresLogBus(Bus):
                 f"the PostgreSQL event log did not take the messages: {error}"
             ) from error
 
+    async def append_in_transaction(
+        self, conn: Connection, topic: str, messages: Sequence[OutgoingMessage]
+    ) -> None:
+        """Appends inside the caller's open transaction, on a connection to the log's own
+        database: the messages, and the notification, count only if that transaction commits.
+        The topic's partition locks are held until it ends, so append last, and in topic-name
+        order when a transaction appends to several topics. Not counted as published: only
+        the caller knows whether it committed."""
+        if not messages:
+            return
+        partitions = await self.topic_partitions(conn, topic)
+        await self._append(conn, self.full_name(topic), partitions, messages)
+
     @staticmethod
     async def _append(
         conn: Connection, topic: str, partitions: int, messages: Sequence[OutgoingMessage]

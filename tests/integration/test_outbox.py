@@ -1,17 +1,28 @@
-"""The outbox publisher on a real PostgreSQL: its reads keep using the pending index however
-stale the table's statistics are."""
+"""The outbox on a real PostgreSQL: on the PostgreSQL event log a transaction's batch goes
+straight into the log, all or nothing; elsewhere it goes through the table, whose publisher
+keeps using the pending index however stale the table's statistics are."""
 
 from __future__ import annotations
 
-import sqlalchemy as sa
+import asyncio
 
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from kizuna.bus import Bus
 from kizuna.bus.factory import bus_from_settings
-from kizuna.db import create_engine
+from kizuna.bus.kafka import KafkaBus
+from kizuna.bus.pglog import PostgresLogBus
+from kizuna.db import asyncpg_dsn, create_engine
 from kizuna.envelope import Envelope
 from kizuna.outbox import Outbox
 from kizuna.settings import KizunaSettings
+from tests.conftest import database_url_on
+from tests.helpers import read_topic
 
 TOPIC = "outbox-test"
+OTHER = "outbox-other"
 PENDING_READ = "%FROM jr_outbox WHERE published_at IS NULL ORDER BY id%"
 
 
@@ -61,6 +72,105 @@ async def test_the_pending_read_is_planned_afresh_while_statistics_say_the_table
                 )
             ).one()
         assert (plans.generic_plans, plans.custom_plans >= 9) == (0, True)
+    finally:
+        await bus.close()
+        await engine.dispose()
+
+
+async def _ids_on(bus: Bus, topic: str, at_least: int) -> list[str]:
+    messages = await read_topic(bus, topic, at_least, settle=0.3)
+    return [Envelope.from_bytes(m.value).id for m in messages]
+
+
+async def _table_rows(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int(await conn.scalar(sa.text("SELECT count(*) FROM jr_outbox")) or 0)
+
+
+async def test_a_batch_goes_straight_into_the_log_of_its_own_database_at_commit(
+    settings: KizunaSettings, database_url: str
+) -> None:
+    engine = create_engine(database_url, pool_size=2)
+    bus = bus_from_settings(settings)
+    await bus.start()
+    outbox = Outbox("jr_outbox", lock_key=0x7E57)
+    outbox.writes_to(bus, engine)
+
+    async def fail_before_the_commit() -> None:
+        async with outbox.transaction(engine) as (_, batch):
+            batch.add(TOPIC, one_event("lost"))
+            raise RuntimeError("crash")
+
+    try:
+        await bus.ensure_topics([TOPIC, OTHER])
+        with pytest.raises(RuntimeError):
+            await fail_before_the_commit()
+        async with outbox.transaction(engine) as (_, batch):
+            batch.add(OTHER, one_event("o1"))
+            batch.add(TOPIC, one_event("t1") + one_event("t2"))
+            batch.add(TOPIC, one_event("t1"))  # staged twice, written once
+        assert outbox.log is bus
+        assert await _ids_on(bus, TOPIC, 2) == ["t1", "t2"]
+        assert await _ids_on(bus, OTHER, 1) == ["o1"]
+        assert await _table_rows(engine) == 0
+        assert not outbox.pending.is_set(), "no publisher hop"
+    finally:
+        await bus.close()
+        await engine.dispose()
+
+
+async def test_concurrent_batches_over_the_same_topics_all_commit(
+    settings: KizunaSettings, database_url: str
+) -> None:
+    """Each append holds its partitions' locks until the commit. Staged in opposite orders,
+    two topics would deadlock two such transactions; written in topic order they queue."""
+    engine = create_engine(database_url, pool_size=12)
+    bus = bus_from_settings(settings)
+    await bus.start()
+    outbox = Outbox("jr_outbox", lock_key=0x7E57)
+    outbox.writes_to(bus, engine)
+
+    async def one(n: int) -> None:
+        async with outbox.transaction(engine) as (_, batch):
+            first, second = (TOPIC, OTHER) if n % 2 else (OTHER, TOPIC)
+            for topic in (first, second):  # customers over every partition of each topic
+                batch.add(
+                    topic,
+                    [Envelope.new("x", "ws", f"c{k}", {}, event_id=f"{n}-{k}") for k in range(16)],
+                )
+
+    try:
+        await bus.ensure_topics([TOPIC, OTHER])
+        for start in range(0, 120, 12):
+            await asyncio.gather(*(one(n) for n in range(start, start + 12)))
+        for topic in (TOPIC, OTHER):
+            ids = await _ids_on(bus, topic, 120 * 16)
+            assert len(ids) == len(set(ids)) == 120 * 16
+    finally:
+        await bus.close()
+        await engine.dispose()
+
+
+async def test_a_batch_goes_through_the_table_when_the_log_is_elsewhere(
+    settings: KizunaSettings, database_url: str, pg_server_url: str
+) -> None:
+    engine = create_engine(database_url, pool_size=1)
+    bus = bus_from_settings(settings)
+    await bus.start()
+    outbox = Outbox("jr_outbox", lock_key=0x7E57)
+    elsewhere = PostgresLogBus(asyncpg_dsn(database_url_on(pg_server_url, "other")), "k.", 4)
+    outbox.writes_to(elsewhere, engine)
+    assert outbox.log is None
+    outbox.writes_to(KafkaBus("127.0.0.1:9", "k.", 4), engine)
+    assert outbox.log is None
+    try:
+        await bus.ensure_topics([TOPIC])
+        async with outbox.transaction(engine) as (_, batch):
+            batch.add(TOPIC, one_event("t1"))
+        assert outbox.pending.is_set(), "the publisher is woken"
+        assert await _table_rows(engine) == 1
+        assert await outbox.publish_pending(engine, bus) == 1
+        assert await _ids_on(bus, TOPIC, 1) == ["t1"]
     finally:
         await bus.close()
         await engine.dispose()
