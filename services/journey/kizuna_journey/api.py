@@ -287,7 +287,8 @@ async def update_journey(
         warnings = await check_templates(request, journey)
     except Invalid as error:
         return invalid_response(error)
-    async with context.engine.begin() as conn:
+    journeys = _journeys(request)
+    async with journeys.outbox.transaction(context.engine) as (conn, outbox):
         row = (
             await conn.execute(
                 sa.text(
@@ -311,9 +312,8 @@ async def update_journey(
             {"ws": admin.workspace_id, "id": journey_id, "v": version, "name": journey.name},
         )
         if row.status == "active":
-            journeys = _journeys(request)
             await handlers.seed_schedules(
-                conn, admin.workspace_id, journey_id, journeys.clock(), journeys.outbox
+                conn, admin.workspace_id, journey_id, journeys.clock(), outbox
             )
         view = await _view(conn, admin.workspace_id, journey_id)
     return {**view, "warnings": warnings} if warnings else view
@@ -353,7 +353,7 @@ async def change_status(
     journeys = _journeys(request)
     now = journeys.clock()
     cancelled = False
-    async with context.engine.begin() as conn:
+    async with journeys.outbox.transaction(context.engine) as (conn, outbox):
         status = await conn.scalar(
             sa.text(
                 "SELECT status FROM jr_journeys WHERE workspace_id = :ws AND id = :id FOR UPDATE"
@@ -372,13 +372,11 @@ async def change_status(
             {"ws": admin.workspace_id, "id": journey_id, "s": target},
         )
         if target == "active":  # also on resume: birthdays set meanwhile, a changed trigger
-            await handlers.seed_schedules(
-                conn, admin.workspace_id, journey_id, now, journeys.outbox
-            )
+            await handlers.seed_schedules(conn, admin.workspace_id, journey_id, now, outbox)
         if target == "archived":
             cancelled = await _cancel_all(conn, admin.workspace_id, journey_id, journeys, now)
         view = await _view(conn, admin.workspace_id, journey_id)
-    if cancelled:
+    if cancelled:  # their journey.completed went to the outbox table
         journeys.outbox.pending.set()
     return view
 
@@ -412,7 +410,7 @@ async def enrol(
     for index, customer_id in enumerate(body.customer_ids):
         if not customer_id.strip():
             raise HTTPException(422, f"customer_ids.{index}: must not be empty")
-    async with context.engine.begin() as conn:
+    async with journeys.outbox.transaction(context.engine) as (conn, outbox):
         status = await conn.scalar(
             sa.text("SELECT status FROM jr_journeys WHERE workspace_id = :ws AND id = :id"),
             {"ws": admin.workspace_id, "id": journey_id},
@@ -429,9 +427,8 @@ async def enrol(
             body.data,
             body.request_id or uuid.uuid4().hex,
             journeys.clock(),
-            journeys.outbox,
+            outbox,
         )
-    journeys.outbox.pending.set()
     return {"enrolled": len(started), "run_ids": started}
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from kizuna import topics
 from kizuna.bus import PoisonMessage
 from kizuna.envelope import Envelope
-from kizuna.outbox import Outbox
+from kizuna.outbox import Outbox, OutboxBatch
 from kizuna_journey import journey_events
 from kizuna_journey.adapters import results_store, store
 from kizuna_journey.adapters.store import ActiveJourney, Schedule
@@ -40,10 +40,9 @@ def track_name(event: Envelope) -> str | None:
 
 
 async def on_events(
-    conn: AsyncConnection, events: Sequence[Envelope], now: datetime, outbox: Outbox
-) -> bool:
+    conn: AsyncConnection, events: Sequence[Envelope], now: datetime, outbox: OutboxBatch
+) -> None:
     """Resolved events and segment changes, in bus order per customer."""
-    published = False
     by_workspace: dict[str, list[Envelope]] = defaultdict(list)
     for event in events:
         by_workspace[event.workspace_id].append(event)
@@ -74,8 +73,7 @@ async def on_events(
                 )
             decide_event(work, event, name)
         await _record_goals_after_end(work, fresh)
-        published |= await work.flush()
-    return published
+        await work.flush()
 
 
 async def _record_segment_changes(
@@ -219,15 +217,15 @@ async def _record_goals_after_end(work: Work, events: Sequence[Envelope]) -> Non
 
 
 async def fire_due_runs(
-    conn: AsyncConnection, now: datetime, limit: int, outbox: Outbox
-) -> tuple[int, bool]:
+    conn: AsyncConnection, now: datetime, limit: int, outbox: OutboxBatch
+) -> int:
     """Claims due runs (skipping those another replica holds, and those whose customer another
     transaction is working on) and moves them on; returns how many it moved."""
     claimed = await store.claim_due_runs(conn, now, limit)
     by_workspace: dict[str, list[store.RunRow]] = defaultdict(list)
     for run in claimed:
         by_workspace[run.workspace_id].append(run)
-    published, fired = False, 0
+    fired = 0
     for workspace_id, claimed_here in by_workspace.items():
         locked = await store.try_lock_customers(
             conn, workspace_id, [r.customer_id for r in claimed_here]
@@ -242,8 +240,8 @@ async def fire_due_runs(
         await _decide_winners(work, runs)
         for run in runs:
             work.advance(run, "timer")
-        published |= await work.flush()
-    return fired, published
+        await work.flush()
+    return fired
 
 
 async def _decide_winners(work: Work, runs: Sequence[store.RunRow]) -> None:
@@ -276,13 +274,13 @@ async def _decide_winners(work: Work, runs: Sequence[store.RunRow]) -> None:
 
 
 async def fire_due_schedules(
-    conn: AsyncConnection, now: datetime, limit: int, outbox: Outbox
-) -> tuple[int, bool]:
+    conn: AsyncConnection, now: datetime, limit: int, outbox: OutboxBatch
+) -> int:
     claimed = await store.claim_due_schedules(conn, now, limit)
     by_workspace: dict[str, list[Schedule]] = defaultdict(list)
     for item in claimed:
         by_workspace[item.workspace_id].append(item)
-    published, fired = False, 0
+    fired = 0
     for workspace_id, claimed_here in by_workspace.items():
         locked = await store.try_lock_customers(
             conn, workspace_id, [s.customer_id for s in claimed_here if s.customer_id]
@@ -297,8 +295,8 @@ async def fire_due_schedules(
             work.unschedule(item)
             if journey is not None:
                 await _fire_schedule(work, journey, item)
-        published |= await work.flush()
-    return fired, published
+        await work.flush()
+    return fired
 
 
 async def _fire_schedule(work: Work, journey: ActiveJourney, item: Schedule) -> None:
@@ -402,7 +400,7 @@ def _broadcast_schedule(
 
 
 async def seed_schedules(
-    conn: AsyncConnection, workspace_id: str, journey_id: str, now: datetime, outbox: Outbox
+    conn: AsyncConnection, workspace_id: str, journey_id: str, now: datetime, outbox: OutboxBatch
 ) -> None:
     work = await Work.load(conn, workspace_id, [], now, outbox)
     journey = next((j for j in work.journeys if j.journey_id == journey_id), None)
@@ -457,7 +455,7 @@ async def enrol_customers(
     data: dict[str, Any],
     request_id: str,
     now: datetime,
-    outbox: Outbox,
+    outbox: OutboxBatch,
 ) -> list[str]:
     """The API trigger: returns the run ids started (a customer already in, or stopped by the
     entry rule, gets none). The same request id enrols nobody twice."""
@@ -492,7 +490,8 @@ async def cancel_journey_runs(
     conn: AsyncConnection, workspace_id: str, journey_id: str, now: datetime, outbox: Outbox
 ) -> bool:
     """Cancels every live run of the journey (archived), a chunk per statement, each chunk's
-    journey.completed in one outbox write; returns whether any was cancelled."""
+    journey.completed in one write to the outbox table (not a batch: an archive may end
+    millions of runs); returns whether any was cancelled."""
     after, published = "", False
     while True:
         ids = await store.live_run_ids(conn, workspace_id, journey_id, after, BROADCAST_CHUNK)
@@ -508,10 +507,10 @@ async def cancel_journey_runs(
 
 
 async def on_lifecycle(
-    conn: AsyncConnection, events: Sequence[Envelope], now: datetime, outbox: Outbox
-) -> bool:
-    """Merges and erasures; returns whether the outbox got anything (runs a merge
-    cancelled). An erased customer's runs are deleted, not ended: nothing is published."""
+    conn: AsyncConnection, events: Sequence[Envelope], now: datetime, outbox: OutboxBatch
+) -> None:
+    """Merges and erasures; stages journey.completed for the runs a merge cancelled. An
+    erased customer's runs are deleted, not ended: nothing is published."""
     cancelled: list[store.RunRow] = []
     for event in events:
         payload = event.payload
@@ -527,8 +526,7 @@ async def on_lifecycle(
             gone = [erased, *map(str, earlier)]
             await _erase(conn, event.workspace_id, gone)
             cancelled = [run for run in cancelled if run.customer_id not in gone]
-    await outbox.add(conn, topics.JOURNEY_EVENTS, await _completed(conn, cancelled))
-    return bool(cancelled)
+    outbox.add(topics.JOURNEY_EVENTS, await _completed(conn, cancelled))
 
 
 async def _merge(

@@ -32,38 +32,34 @@ class Journeys:
     clock: Callable[[], datetime] = utcnow
     outbox: Outbox = field(default_factory=lambda: Outbox("jr_outbox", OUTBOX_LOCK))
 
-    def _published(self, anything: bool) -> None:
-        if anything:
-            self.outbox.pending.set()
+    def __post_init__(self) -> None:
+        self.outbox.writes_to(self.bus, self.engine)
 
     async def handle_events(self, events: Sequence[Envelope]) -> None:
-        async with self.engine.begin() as conn:
-            self._published(await handlers.on_events(conn, events, self.clock(), self.outbox))
+        async with self.outbox.transaction(self.engine) as (conn, outbox):
+            await handlers.on_events(conn, events, self.clock(), outbox)
 
     async def handle_lifecycle(self, events: Sequence[Envelope]) -> None:
-        async with self.engine.begin() as conn:
-            self._published(await handlers.on_lifecycle(conn, events, self.clock(), self.outbox))
+        async with self.outbox.transaction(self.engine) as (conn, outbox):
+            await handlers.on_lifecycle(conn, events, self.clock(), outbox)
 
     async def fire_due(self) -> int:
         """Fires every run and trigger schedule due now, a batch per transaction; returns how
         many fired. Several replicas may run this at once: each claims different rows."""
         fired = 0
         while True:
-            async with self.engine.begin() as conn:
-                runs, published = await handlers.fire_due_runs(
-                    conn, self.clock(), self.timer_batch, self.outbox
-                )
+            schedules = 0
+            async with self.outbox.transaction(self.engine) as (conn, outbox):
+                runs = await handlers.fire_due_runs(conn, self.clock(), self.timer_batch, outbox)
                 if not runs:  # nothing written: the schedules can share the transaction
-                    schedules, published_too = await handlers.fire_due_schedules(
-                        conn, self.clock(), self.timer_batch, self.outbox
+                    schedules = await handlers.fire_due_schedules(
+                        conn, self.clock(), self.timer_batch, outbox
                     )
-            self._published(published)
             if runs:
-                async with self.engine.begin() as conn:
-                    schedules, published_too = await handlers.fire_due_schedules(
-                        conn, self.clock(), self.timer_batch, self.outbox
+                async with self.outbox.transaction(self.engine) as (conn, outbox):
+                    schedules = await handlers.fire_due_schedules(
+                        conn, self.clock(), self.timer_batch, outbox
                     )
-            self._published(published_too)
             fired += runs + schedules
             if runs < self.timer_batch and schedules < self.timer_batch:
                 return fired

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kizuna.envelope import Envelope
-from kizuna.outbox import Outbox
+from kizuna.outbox import OutboxBatch
 from kizuna_journey import handlers
 from kizuna_journey.adapters import store
 from kizuna_journey.adapters.store import ActiveJourney
@@ -27,8 +27,6 @@ from kizuna_journey.domain import definition
 from kizuna_journey.domain.definition import JourneyDefinition
 from kizuna_journey.domain.durations import parse_duration
 from kizuna_journey.work import Work, condition_events, matches
-
-UNUSED_OUTBOX = Outbox("jr_outbox", 0)  # a simulation never flushes
 
 
 class NotSimulable(Exception):
@@ -65,7 +63,7 @@ async def simulate(
     await conn.execute(sa.text("SET TRANSACTION READ ONLY"))
     ordered = sorted(events, key=lambda e: (e.occurred_at, e.id))
     customers = sorted({e.customer_key for e in ordered})
-    work = Work(conn, workspace_id, ordered[0].occurred_at if ordered else until, UNUSED_OUTBOX)
+    work = Work(conn, workspace_id, ordered[0].occurred_at if ordered else until, OutboxBatch())
     work.journeys = [ActiveJourney(workspace_id, journey_id, version, journey)]
     work.definitions = {(journey_id, version): journey}
     work.statuses = {journey_id: "active"}

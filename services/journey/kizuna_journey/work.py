@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kizuna import topics
 from kizuna.envelope import Envelope
-from kizuna.outbox import Outbox
+from kizuna.outbox import OutboxBatch
 from kizuna_journey import journey_events
 from kizuna_journey.adapters import results_store, store
 from kizuna_journey.adapters.store import ActiveJourney, RunRow, Schedule
@@ -67,7 +67,7 @@ class Work:
     conn: AsyncConnection
     workspace_id: str
     now: datetime
-    outbox: Outbox
+    outbox: OutboxBatch
     journeys: list[ActiveJourney] = field(default_factory=list)
     workspace_rules: definition.DeliveryRules | None = None
     mirrors: dict[str, Mirror] = field(default_factory=dict)
@@ -95,7 +95,7 @@ class Work:
         workspace_id: str,
         customers: Iterable[str],
         now: datetime,
-        outbox: Outbox,
+        outbox: OutboxBatch,
         *,
         claimed: Sequence[RunRow] = (),
         lock: bool = False,
@@ -434,7 +434,8 @@ class Work:
     # Flush
 
     async def flush(self) -> bool:
-        """Writes everything decided; returns whether the outbox got anything."""
+        """Writes everything decided and stages what it publishes in the outbox batch (written
+        at the end of the transaction); returns whether it staged anything."""
         # New runs first (the ones another replica started at the same moment are lost, and so
         # is everything they produced), then the step log and event counts, in one statement.
         inserted = await store.insert_new_runs(
@@ -448,7 +449,7 @@ class Work:
             if run_id not in lost:
                 by_topic.setdefault(topic, []).append(event)
         for topic, events in by_topic.items():
-            await self.outbox.add(self.conn, topic, events)
+            self.outbox.add(topic, events)
         await store.delete_schedules(self.conn, list(self.unscheduled.values()))
         await store.upsert_schedules(self.conn, list(self.schedules.values()))
         await store.save_mirrors(
