@@ -12,7 +12,8 @@ and one active journey ``w`` (wait PT1H) → ``s`` (send email) → ``w2`` (wait
 Then it measures, with ``Journeys.fire_due`` (batches of ``--batch``, real clock):
 
 (a) burst: one ``fire_due()`` call until nothing is due; every fired run logs two steps (the
-    send and the next wait), one outbox row and one run update. Reported: seconds, runs/s,
+    send and the next wait), one send request appended to the PostgreSQL log (with its
+    ``journey.*`` events) and one run update. Reported: seconds, runs/s,
     steps/s (rows ``jr_steps`` gained ÷ seconds), and where the time went (SQL statements, timed
     around each execution, versus everything else: Python);
 (b) paced: the kept runs made due one after another over the next seconds at ``--pace`` times
@@ -52,7 +53,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from kizuna import auth, migrate
+from kizuna import auth, migrate, topics
 from kizuna.bus.factory import bus_from_settings
 from kizuna.db import create_engine
 from kizuna.embedded_pg import EmbeddedPostgres, ensure_database, free_port
@@ -102,7 +103,6 @@ class SqlTimer:
             ("FROM jr_schedules s JOIN", "claim due schedules"),
             ("INSERT INTO jr_runs", "save runs (INSERT … ON CONFLICT UPDATE)"),
             ("INSERT INTO jr_steps", "insert steps"),
-            ("INSERT INTO jr_outbox", "outbox insert"),
             ("FROM jr_customers", "load mirrors"),
             ("FROM jr_segments", "load segments"),
             ("FROM jr_journeys j", "active journeys"),
@@ -326,13 +326,15 @@ async def paced_phase(
 
 
 async def checks(engine: AsyncEngine, burst: int, paced: int) -> list[str]:
-    """Every fired run moved on exactly once: at w2, one send logged, one outbox row."""
+    """Every fired run moved on exactly once: at w2, one send logged, one send request."""
     errors = []
     fired = burst + paced
     at_w2 = await scalar(engine, "SELECT count(*) FROM jr_runs WHERE step = 'w2'")
     sent = await scalar(engine, "SELECT count(*) FROM jr_steps WHERE outcome = 'sent'")
     steps = await scalar(engine, "SELECT count(*) FROM jr_steps")
-    outbox = await scalar(engine, "SELECT count(*) FROM jr_outbox")
+    requests = await scalar(
+        engine, "SELECT count(*) FROM bus_messages WHERE topic LIKE '%send-requests'"
+    )
     still_due = await scalar(
         engine, "SELECT count(*) FROM jr_runs WHERE due_at <= :now", now=utcnow()
     )
@@ -340,7 +342,7 @@ async def checks(engine: AsyncEngine, burst: int, paced: int) -> list[str]:
         ("runs at w2", at_w2, fired),
         ("sends logged", sent, fired),
         ("steps logged", steps, fired * STEPS_PER_RUN),
-        ("outbox rows", outbox, fired),
+        ("send requests", requests, fired),
         ("runs still due", still_due, 0),
     ):
         if got != want:
@@ -354,8 +356,11 @@ async def measure(
     burst = max(1, runs // 10)
     paced = max(1, min(20_000, runs // 50))
     engine = create_engine(url, pool_size=2)
-    bus = bus_from_settings(KizunaSettings(database_url=url, bus_url="postgres"))  # not started
+    # The PostgreSQL log: each batch's send requests are appended to it as it commits.
+    bus = bus_from_settings(KizunaSettings(database_url=url, bus_url="postgres"))
+    await bus.start()
     try:
+        await bus.ensure_topics(topics.ALL_TOPICS)
         await setup(engine)
         started = time.perf_counter()
         await fill(engine, runs, burst, paced, utcnow())
@@ -379,6 +384,7 @@ async def measure(
         if updates[0][1] != burst:
             errors.append(f"baseline UPDATE touched {updates[0][1]} rows, expected {burst}")
     finally:
+        await bus.close()
         await engine.dispose()
     return {
         "runs": runs,

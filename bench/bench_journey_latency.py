@@ -1,6 +1,6 @@
 """How long from ingest accepting a ``Checkout Started`` to the send request on the bus, for a
 journey whose first step is a send: ingest → raw-events → profile → resolved-events → journey
-→ outbox → send-requests.
+→ send-requests (appended by the journey's own transaction: the PostgreSQL log's outbox).
 
 Run with ``.venv/bin/python bench/bench_journey_latency.py [--rate 1000] [--seconds 15]``.
 Starts an embedded PostgreSQL and ``kizuna serve`` ingest, profile and journey (one process
@@ -322,7 +322,7 @@ async def _run(
     reader = asyncio.create_task(read_sends(KizunaSettings(**base), arrived, stop))
     await asyncio.sleep(1)
     # Warm-up: the same traffic for other customers, so that the tables the journey writes
-    # (runs, steps, outbox) hold rows when their statistics are gathered, as in a live system.
+    # (runs, steps, the log) hold rows when their statistics are gathered, as in a live system.
     await offer(ingest, range(-warm, 0), per_tick, tick_seconds, {})
     await _wait_for(lambda: sum(1 for i in arrived if i < 0) >= warm, 60)
     await gather_statistics(base["database_url"])
@@ -418,11 +418,10 @@ WITH probes AS (
   FROM bus_messages WHERE topic LIKE '%raw-events' OR topic LIKE '%resolved-events'),
 raw AS (SELECT probe, appended_at FROM probes WHERE topic LIKE '%raw-events'),
 resolved AS (SELECT probe, key, appended_at FROM probes WHERE topic LIKE '%resolved-events'),
-sent AS (SELECT key, created_at, published_at FROM jr_outbox WHERE topic = 'send-requests')
+sent AS (SELECT key, appended_at FROM bus_messages WHERE topic LIKE '%send-requests')
 SELECT
   percentile_cont(0.5) WITHIN GROUP (ORDER BY r.appended_at - w.appended_at) AS profile,
-  percentile_cont(0.5) WITHIN GROUP (ORDER BY s.created_at - r.appended_at) AS journey_wait,
-  percentile_cont(0.5) WITHIN GROUP (ORDER BY s.published_at - s.created_at) AS journey_batch
+  percentile_cont(0.5) WITHIN GROUP (ORDER BY s.appended_at - r.appended_at) AS journey_wait
 FROM raw w JOIN resolved r USING (probe) JOIN sent s ON s.key = r.key
 WHERE w.probe::int >= 0  -- not the warm-up's
 """
@@ -456,8 +455,8 @@ async def messages_per_append(url: str, since: datetime, until: datetime) -> dic
 
 async def hop_medians(url: str) -> dict[str, float]:
     """Where the time goes, from the times PostgreSQL stamped (each transaction's start):
-    raw-events append → resolved-events append (profile), → the journey's batch transaction,
-    → the outbox publisher's transaction."""
+    raw-events append → resolved-events append (profile) → the journey's transaction, which
+    appends the send request as it commits."""
     conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
         row = await conn.fetchrow(HOPS)
@@ -527,9 +526,9 @@ def main() -> int:
         f" ({figures['send_requests_seen']}/{figures['events']} seen;"
         f" bus round trip p50 {figures['bus_round_trip_p50_ms']} ms;"
         f" machine busy {figures['machine_busy_while_measured']} while measured)\n"
-        f"p50 by hop: profile {figures.get('profile_p50_ms')} ms, to the journey's batch"
-        f" {figures.get('journey_wait_p50_ms')} ms, journey batch to outbox publisher"
-        f" {figures.get('journey_batch_p50_ms')} ms\n"
+        f"p50 by hop: profile {figures.get('profile_p50_ms')} ms, to the journey's"
+        f" transaction {figures.get('journey_wait_p50_ms')} ms (the rest: that transaction,"
+        " its commit and the reader)\n"
         "CPU per event while measured (µs): "
         + ", ".join(f"{k} {v}" for k, v in figures["cpu_us_per_event_while_measured"].items())
     )
