@@ -4,7 +4,8 @@ journey whose first step is a send: ingest → raw-events → profile → resolv
 
 Run with ``.venv/bin/python bench/bench_journey_latency.py [--rate 1000] [--seconds 15]``.
 Starts an embedded PostgreSQL and ``kizuna serve`` ingest, profile and journey (one process
-each, as deployed, on the PostgreSQL event log: the embedded default). Every customer is
+each, as deployed, on the PostgreSQL event log: the embedded default; ``--bus kafka`` starts a
+local Kafka broker on the same cores and runs them on it). Every customer is
 identified (with an email address) before the clock starts, and ``--warmup`` seconds of the
 same traffic for other customers come first, so that statistics are gathered on tables that
 hold rows, as autovacuum's are on a live system. Then ``Checkout Started`` events
@@ -44,7 +45,7 @@ import httpx
 import orjson
 import uvloop
 
-from kizuna import auth, migrate, topics
+from kizuna import auth, localkafka, migrate, topics
 from kizuna.bus import OutgoingMessage
 from kizuna.bus.factory import bus_from_settings
 from kizuna.db import asyncpg_dsn, create_engine
@@ -189,6 +190,7 @@ async def measure(
     journey_replicas: int = 1,
     client: str = "keep-alive",
     postmaster_pid: int | None = None,
+    broker: localkafka.LocalKafka | None = None,
 ) -> dict[str, Any]:
     engine = create_engine(url, pool_size=2)
     async with engine.begin() as conn:
@@ -196,7 +198,8 @@ async def measure(
         key = await auth.issue_key(conn, workspace_id, "write", "bench")
         admin = await auth.issue_key(conn, workspace_id, "admin", "bench")
     await engine.dispose()
-    base: dict[str, Any] = {"database_url": url, "log_level": "WARNING"}
+    bus_url = f"kafka://{broker.bootstrap}" if broker is not None else "postgres"
+    base: dict[str, Any] = {"database_url": url, "bus_url": bus_url, "log_level": "WARNING"}
     write = {"Authorization": "Basic " + base64.b64encode(f"{key.secret}:".encode()).decode()}
     admin_header = {"Authorization": f"Bearer {admin.secret}"}
     total = int(rate * seconds)
@@ -205,6 +208,7 @@ async def measure(
     per_tick = max(1, int(rate * tick_seconds))
     env = {
         "KIZUNA_DATABASE_URL": url,
+        "KIZUNA_BUS_URL": bus_url,
         "KIZUNA_LOG_LEVEL": "WARNING",
         "KIZUNA_SECRET_KEY": secrets.token_hex(32),
         "KIZUNA_INGEST_SOURCE_CACHE_SECONDS": "60",
@@ -217,6 +221,8 @@ async def measure(
     processes[os.getpid()] = "load generator"
     if postmaster_pid is not None:
         processes[postmaster_pid] = "postgres"
+    if broker is not None:
+        processes[broker.process.pid] = "kafka"
     ingest = POSTERS[client](ports["ingest"], write)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports['journey']}") as journey:
@@ -244,6 +250,7 @@ async def measure(
         "warmup_seconds": warmup_seconds,
         "journey_replicas": journey_replicas,
         "client": client,
+        "bus": "kafka" if broker is not None else "postgres",
     }
 
 
@@ -340,8 +347,13 @@ async def _run(
     stop.set()
     await reader
     latencies = [arrived[i] - accepted[i] for i in accepted if i in arrived]
-    hops = await hop_medians(base["database_url"])
-    per_append = await messages_per_append(base["database_url"], measured_from, measured_until)
+    on_log = base["bus_url"] == "postgres"  # the hops are read from the log's own table
+    hops = await hop_medians(base["database_url"], HOPS if on_log else OUTBOX_HOP)
+    per_append = (
+        await messages_per_append(base["database_url"], measured_from, measured_until)
+        if on_log
+        else {}
+    )
     baseline = await bus_round_trip(KizunaSettings(**base), 100)
     return {
         "events": total,
@@ -426,6 +438,13 @@ FROM raw w JOIN resolved r USING (probe) JOIN sent s ON s.key = r.key
 WHERE w.probe::int >= 0  -- not the warm-up's
 """
 
+# On Kafka the journey's transaction writes its send requests to the outbox table, and the
+# publisher's transaction sends them: the time between the two.
+OUTBOX_HOP = """
+SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY published_at - created_at) AS journey_outbox
+FROM jr_outbox WHERE topic = 'send-requests'
+"""
+
 
 async def database_now(url: str) -> datetime:
     conn = await asyncpg.connect(asyncpg_dsn(url))
@@ -453,13 +472,13 @@ async def messages_per_append(url: str, since: datetime, until: datetime) -> dic
     return {row["topic"]: round(row["per_append"], 2) for row in rows}
 
 
-async def hop_medians(url: str) -> dict[str, float]:
+async def hop_medians(url: str, query: str) -> dict[str, float]:
     """Where the time goes, from the times PostgreSQL stamped (each transaction's start):
     raw-events append → resolved-events append (profile) → the journey's transaction, which
-    appends the send request as it commits."""
+    appends the send request as it commits. On Kafka: the outbox's hop only."""
     conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
-        row = await conn.fetchrow(HOPS)
+        row = await conn.fetchrow(query)
     finally:
         await conn.close()
     if row is None:
@@ -496,8 +515,15 @@ def main() -> int:
         default="keep-alive",
         help="the load generator's HTTP client (keep-alive: a minimal one, lightest on CPU)",
     )
+    parser.add_argument(
+        "--bus",
+        choices=["postgres", "kafka"],
+        default="postgres",
+        help="the PostgreSQL event log (embedded default) or a local Kafka broker",
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="kizuna-bench-journey-latency-"))
+    broker = localkafka.start(workdir / "kafka") if args.bus == "kafka" else None
     server = EmbeddedPostgres(workdir / "pg", free_port()).start()
     try:
         asyncio.run(ensure_database(server.url, "bench"))
@@ -513,10 +539,13 @@ def main() -> int:
                 args.journey_replicas,
                 args.client,
                 int((workdir / "pg" / "postmaster.pid").read_text().split()[0]),
+                broker,
             )
         )
     finally:
         server.stop()
+        if broker is not None:
+            broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     print(
         f"Checkout Started accepted → send request at {figures['achieved_rate']} events/s:"
@@ -526,16 +555,22 @@ def main() -> int:
         f" ({figures['send_requests_seen']}/{figures['events']} seen;"
         f" bus round trip p50 {figures['bus_round_trip_p50_ms']} ms;"
         f" machine busy {figures['machine_busy_while_measured']} while measured)\n"
-        f"p50 by hop: profile {figures.get('profile_p50_ms')} ms, to the journey's"
-        f" transaction {figures.get('journey_wait_p50_ms')} ms (the rest: that transaction,"
-        " its commit and the reader)\n"
-        "CPU per event while measured (µs): "
+        + (
+            f"p50 by hop: profile {figures.get('profile_p50_ms')} ms, to the journey's"
+            f" transaction {figures.get('journey_wait_p50_ms')} ms (the rest: that transaction,"
+            " its commit and the reader)\n"
+            if figures["bus"] == "postgres"
+            else "p50 from the journey's transaction to the outbox publisher's:"
+            f" {figures.get('journey_outbox_p50_ms')} ms\n"
+        )
+        + "CPU per event while measured (µs): "
         + ", ".join(f"{k} {v}" for k, v in figures["cpu_us_per_event_while_measured"].items())
     )
-    print(
-        "messages per append: "
-        + ", ".join(f"{k} {v}" for k, v in figures["messages_per_append"].items())
-    )
+    if figures["messages_per_append"]:
+        print(
+            "messages per append: "
+            + ", ".join(f"{k} {v}" for k, v in figures["messages_per_append"].items())
+        )
     print(json.dumps(figures))
     return 0
 
