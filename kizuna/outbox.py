@@ -49,11 +49,10 @@ class OutboxBatch:
 
 
 def _same_database(engine: AsyncEngine, dsn: str) -> bool:
-    ours, theirs = engine.url, make_url(dsn)
-    return (ours.host, ours.port or 5432, ours.database) == (
-        theirs.host,
-        theirs.port or 5432,
-        theirs.database,
+    """Both URLs as written, driver aside: hosts and ports given in the query string (Unix
+    sockets, several hosts) or left out on one side only count as different (the table)."""
+    return bool(
+        engine.url.set(drivername="postgresql") == make_url(dsn).set(drivername="postgresql")
     )
 
 
@@ -68,7 +67,7 @@ class Outbox:
     def writes_to(self, bus: Bus, engine: AsyncEngine) -> None:
         """Batches go straight into ``bus`` when it is the PostgreSQL event log in the
         engine's database; otherwise (Kafka, or a log elsewhere) they go through the table
-        and the publisher. Host names are compared as written: when unsure, the table."""
+        and the publisher. When unsure, the table: see ``_same_database``."""
         if isinstance(bus, PostgresLogBus) and _same_database(engine, bus.dsn):
             self.log = bus
         else:

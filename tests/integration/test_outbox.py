@@ -16,7 +16,7 @@ from kizuna.bus.kafka import KafkaBus
 from kizuna.bus.pglog import PostgresLogBus
 from kizuna.db import asyncpg_dsn, create_engine
 from kizuna.envelope import Envelope
-from kizuna.outbox import Outbox
+from kizuna.outbox import Outbox, OutboxBatch
 from kizuna.settings import KizunaSettings
 from tests.conftest import database_url_on
 from tests.helpers import read_topic
@@ -96,15 +96,23 @@ async def test_a_batch_goes_straight_into_the_log_of_its_own_database_at_commit(
     outbox = Outbox("jr_outbox", lock_key=0x7E57)
     outbox.writes_to(bus, engine)
 
-    async def fail_before_the_commit() -> None:
+    async def fail_while_deciding() -> None:
         async with outbox.transaction(engine) as (_, batch):
             batch.add(TOPIC, one_event("lost"))
             raise RuntimeError("crash")
 
+    async def fail_after_the_append() -> None:
+        async with engine.begin() as conn:
+            batch = OutboxBatch()
+            batch.add(TOPIC, one_event("lost-too"))
+            await outbox.write(conn, batch)
+            raise RuntimeError("crash")
+
     try:
         await bus.ensure_topics([TOPIC, OTHER])
-        with pytest.raises(RuntimeError):
-            await fail_before_the_commit()
+        for fail in (fail_while_deciding, fail_after_the_append):
+            with pytest.raises(RuntimeError):
+                await fail()
         async with outbox.transaction(engine) as (_, batch):
             batch.add(OTHER, one_event("o1"))
             batch.add(TOPIC, one_event("t1") + one_event("t2"))
@@ -161,6 +169,11 @@ async def test_a_batch_goes_through_the_table_when_the_log_is_elsewhere(
     elsewhere = PostgresLogBus(asyncpg_dsn(database_url_on(pg_server_url, "other")), "k.", 4)
     outbox.writes_to(elsewhere, engine)
     assert outbox.log is None
+    on_a_socket = PostgresLogBus("postgresql://u@/bench?host=/run/other", "k.", 4)
+    ours_on_a_socket = create_engine("postgresql://u@/bench?host=/run/ours")  # never connects
+    outbox.writes_to(on_a_socket, ours_on_a_socket)
+    await ours_on_a_socket.dispose()
+    assert outbox.log is None, "hosts in the query string count"
     outbox.writes_to(KafkaBus("127.0.0.1:9", "k.", 4), engine)
     assert outbox.log is None
     try:

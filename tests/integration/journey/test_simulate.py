@@ -18,7 +18,7 @@ from tests.integration.journey.conftest import T0, JourneyApp, _journey_app, jou
 from tests.integration.live import served
 
 CUSTOMERS = 40
-PUBLISHED_BY_JOURNEYS = (  # the outbox table on Kafka, the log itself on PostgreSQL
+PUBLISHED_BY_JOURNEYS = (  # through the outbox table, or straight into the log
     "SELECT (SELECT count(*) FROM jr_outbox) + (SELECT count(*) FROM bus_messages"
     " WHERE topic LIKE '%send-requests' OR topic LIKE '%journey-events')"
 )
