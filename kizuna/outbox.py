@@ -62,16 +62,17 @@ class Outbox:
     lock_key: int  # one publisher at a time keeps each customer's events in order
     batch: int = BATCH
     pending: asyncio.Event = field(default_factory=asyncio.Event)
-    log: PostgresLogBus | None = None  # set by writes_to: batches go straight into it
+    log_bus: PostgresLogBus | None = None  # set by writes_to: batches go straight into it
 
     def writes_to(self, bus: Bus, engine: AsyncEngine) -> None:
         """Batches go straight into ``bus`` when it is the PostgreSQL event log in the
         engine's database; otherwise (Kafka, or a log elsewhere) they go through the table
         and the publisher. When unsure, the table: see ``_same_database``."""
         if isinstance(bus, PostgresLogBus) and _same_database(engine, bus.dsn):
-            self.log = bus
+            self.log_bus = bus
         else:
-            self.log = None
+            self.log_bus = None
+        log.info("outbox_writes", table=self.table, straight_to_the_log=self.log_bus is not None)
 
     @asynccontextmanager
     async def transaction(
@@ -85,7 +86,7 @@ class Outbox:
             to_publish = await self.write(conn, batch)
         if to_publish:
             self.pending.set()
-        elif self.log is not None:
+        elif self.log_bus is not None:
             for topic, staged in batch.by_topic.items():
                 metrics.MESSAGES_PUBLISHED.labels(topic).inc(len(staged))
 
@@ -97,14 +98,14 @@ class Outbox:
         if not batch:
             return False
         in_order = [(t, list(batch.by_topic[t].values())) for t in sorted(batch.by_topic)]
-        if self.log is None:
+        if self.log_bus is None:
             for topic, events in in_order:
                 await self.add(conn, topic, events)
             return True
         driver = await driver_connection(conn)
         for topic, events in in_order:
             messages = [OutgoingMessage(e.bus_key, e.to_bytes()) for e in events]
-            await self.log.append_in_transaction(driver, topic, messages)
+            await self.log_bus.append_in_transaction(driver, topic, messages)
         return False
 
     async def add(self, conn: AsyncConnection, topic: str, events: Sequence[Envelope]) -> None:
