@@ -433,9 +433,9 @@ class Work:
 
     # Flush
 
-    async def flush(self) -> bool:
-        """Writes everything decided and stages what it publishes in the outbox batch (written
-        at the end of the transaction); returns whether it staged anything."""
+    async def flush(self) -> None:
+        """Writes everything decided and stages what it publishes in the outbox batch, which
+        is written at the end of the transaction."""
         # New runs first (the ones another replica started at the same moment are lost, and so
         # is everything they produced), then the step log and event counts, in one statement.
         inserted = await store.insert_new_runs(
@@ -455,4 +455,3 @@ class Work:
         await store.save_mirrors(
             self.conn, self.workspace_id, {c: m for c, m in self.mirrors.items() if m.dirty}
         )
-        return bool(by_topic)
